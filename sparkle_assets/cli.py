@@ -1,0 +1,129 @@
+"""The `sparkle` command: run the main job, open the UI, query lineage.
+
+    sparkle run [--folder DIR]... [--csv FILE]... [--no-bundled]   materialize the whole graph
+    sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
+    sparkle env                                                   export lines for plain `dagster`
+    sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
+    sparkle lineage sources ARTIFACT                              every source behind it
+    sparkle lineage sql "SELECT ..."                              any read-only query
+
+Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = None) -> Path:
+    """Set the variables the definitions and dagster.yaml read; returns the project home."""
+    home_path = Path(home or os.environ.get("SPARKLE_HOME", ".sparkle")).expanduser().resolve()
+    os.environ["SPARKLE_HOME"] = str(home_path)
+    os.environ["SPARKLE_DAGSTER_DIR"] = str(home_path / "dagster")
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    if folders:
+        os.environ["SPARKLE_SOURCE_FOLDERS"] = os.pathsep.join(str(Path(f).resolve()) for f in folders)
+    if csvs:
+        os.environ["SPARKLE_SOURCE_CSVS"] = os.pathsep.join(str(Path(c).resolve()) for c in csvs)
+    if bundled is not None:
+        os.environ["SPARKLE_BUNDLED"] = "1" if bundled else "0"
+    (home_path / "dagster").mkdir(parents=True, exist_ok=True)
+    return home_path
+
+
+def _lineage(home: Path):
+    from .lineage import Lineage
+
+    return Lineage(home / "lineage.duckdb")
+
+
+def cmd_run(args) -> int:
+    home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None)
+    import dagster as dg
+
+    from .definitions import defs
+
+    started = time.monotonic()
+    instance = dg.DagsterInstance.get()
+    result = defs.resolve_job_def("sparkle_main").execute_in_process(instance=instance, raise_on_error=False)
+    elapsed = time.monotonic() - started
+    print(f"\nsparkle_main {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s (run {result.run_id})")
+    rows = _lineage(home).query(
+        "SELECT asset_key, partition, summary FROM materialization WHERE run_id = ? ORDER BY created_at",
+        [result.run_id])
+    for row in rows:
+        summary = ", ".join(f"{k}={v}" for k, v in json.loads(row["summary"]).items())
+        print(f"  {row['asset_key']:<18} {row['partition'] or '':<10} {summary}")
+    print(f"\nOutputs (artifact store): {home / 'store'}")
+    print(f"Lineage database:         {home / 'lineage.duckdb'}   (try: sparkle lineage sql \"FROM quarantine\")")
+    print("Open the UI:              sparkle ui    (then http://127.0.0.1:3000)")
+    return 0 if result.success else 1
+
+
+def cmd_ui(args) -> int:
+    configure_env(args.home)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+           "-h", "127.0.0.1", "-p", str(args.port)]
+    os.chdir(REPO_ROOT)
+    os.execv(sys.executable, cmd)
+
+
+def cmd_env(args) -> int:
+    configure_env(args.home)
+    for name in ("SPARKLE_HOME", "SPARKLE_DAGSTER_DIR", "DAGSTER_HOME"):
+        print(f"export {name}={os.environ[name]}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    home = configure_env(args.home)
+    db = _lineage(home)
+    if not db.db_path.exists():
+        print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    try:
+        if args.what == "sql":
+            rows = db.query(args.ref)
+        else:
+            rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    for row in rows:
+        print(json.dumps(row, default=str))
+    if args.what != "sql":
+        print(f"{len(rows)} artifact(s)", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sparkle", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", help="project home (default $SPARKLE_HOME or ./.sparkle)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole asset graph")
+    run.add_argument("--folder", action="append", default=[], help="a folder of source videos (repeatable)")
+    run.add_argument("--csv", action="append", default=[], help="a Sparkle / Kiwi-Edit CSV (repeatable)")
+    run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
+    run.set_defaults(fn=cmd_run)
+    ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(fn=cmd_ui)
+    sub.add_parser("env", help="print export lines for plain dagster commands").set_defaults(fn=cmd_env)
+    lin = sub.add_parser("lineage", help="query the lineage database")
+    lin.add_argument("what", choices=["derived", "sources", "sql"])
+    lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.set_defaults(fn=cmd_lineage)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Stage 1a, `source_clips`: probe, decode-check and normalise every source video into clips.
+
+Each candidate file is hashed; the ingest of a file is a record-only artifact (kind `source_file`)
+whose id depends on the file's content and the normalisation parameters, so an unchanged file is
+never decoded twice. A usable file becomes one or more `source_clip` artifacts: H.264 mp4 at the
+target fps, size capped, 4k+1 frames (at most 81), long videos cut into consecutive clips. Files
+that are empty, unreadable, truncated, too short or of absurd resolution are quarantined with a
+reason and never fail the run.
+"""
+
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import dagster as dg
+import numpy as np
+
+from sparkle_model.video import (VideoError, clip_lengths, iter_frames, probe, resample_indices, target_size,
+                                 write_video)
+
+from .lineage import ArtifactRow, LineageBatch
+from .resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
+from .steps import finish_step, histogram_md
+from .store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
+
+CODE_VERSION = "source_clips-1"
+TRUNCATION_TOLERANCE = 0.9  # fewer decoded frames than this share of the declared count = truncated
+
+
+class SourceClipsConfig(dg.Config):
+    """Normalisation of source videos (defaults follow the paper: 16 fps, up to 81 = 4k+1 frames)."""
+
+    fps: float = 16.0
+    max_side: int = 1280
+    max_frames: int = 81
+    min_frames: int = 17
+    max_clips_per_video: int = 4
+
+    def params(self) -> dict:
+        if not 1 <= self.fps <= 60:
+            raise ValueError(f"fps must be in [1, 60], got {self.fps}")
+        if not 64 <= self.max_side <= 4096:
+            raise ValueError(f"max_side must be in [64, 4096], got {self.max_side}")
+        for name in ("max_frames", "min_frames"):
+            value = getattr(self, name)
+            if value < 5 or value % 4 != 1:
+                raise ValueError(f"{name} must be of the form 4k+1 and >= 5, got {value}")
+        if self.min_frames > self.max_frames:
+            raise ValueError("min_frames must not exceed max_frames")
+        if self.max_clips_per_video < 1:
+            raise ValueError("max_clips_per_video must be >= 1")
+        return self.model_dump()
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    store_root: str
+    path: str
+    clip_id: str
+    origin: str
+    prompt: str | None
+    params: dict
+
+
+@dataclass
+class IngestResult:
+    record: StoredArtifact  # kind source_file, record-only
+    clips: list[StoredArtifact] = field(default_factory=list)
+    fresh: bool = True
+
+    @property
+    def status(self) -> str:
+        return self.record.info["status"]
+
+
+def ingest_source(job: IngestJob) -> IngestResult:
+    """Hash, check and normalise one source file (runs in an executor worker)."""
+    store = ArtifactStore(job.store_root)
+    path = Path(job.path)
+    record_params = {**job.params, "clip_id": job.clip_id}
+    if not path.is_file():
+        # nothing to hash: the record is keyed by the path, so a later copy of the file is retried
+        return IngestResult(_commit_record(store, artifact_id("source_file", {"path": job.path}, CODE_VERSION,
+                                                              record_params),
+                                           job, record_params, None, "quarantined", "file not found"))
+    digest = file_sha256(path)
+    rid = artifact_id("source_file", {"content": digest}, CODE_VERSION, record_params)
+    cached = store.lookup("source_file", rid)
+    if cached is not None:
+        clips = [store.lookup("source_clip", c["id"]) for c in cached.info.get("clips", [])]
+        if all(clips):
+            return IngestResult(cached, clips, fresh=False)
+    try:
+        clips = _normalise(store, job, rid, path)
+        status, reason = "ok", None
+    except VideoError as exc:
+        clips, status, reason = [], "quarantined", str(exc)
+    record = _commit_record(store, rid, job, record_params, digest, status, reason,
+                            clips=[{"clip_id": c.info["clip_id"], "id": c.id} for c in clips])
+    return IngestResult(record, clips)
+
+
+def _commit_record(store, rid, job, params, digest, status, reason, clips=()) -> StoredArtifact:
+    info = {"status": status, "reason": reason, "path": job.path, "sha256": digest, "origin": job.origin,
+            "clip_id": job.clip_id, "clips": list(clips)}
+    return store.commit("source_file", rid, code_version=CODE_VERSION, params=params,
+                        inputs={"content": digest or job.path}, info=info)
+
+
+def _normalise(store: ArtifactStore, job: IngestJob, rid: str, path: Path) -> list[StoredArtifact]:
+    p = job.params
+    info = probe(path)
+    size = target_size(info.width, info.height, p["max_side"])
+    wanted = resample_indices(max(info.frames, 1), info.fps, p["fps"])
+    keep_until = min(len(wanted), p["max_frames"] * p["max_clips_per_video"] + 1)
+    needed = set(wanted[:keep_until].tolist())
+    frames, decoded = {}, 0
+    for i, frame in enumerate(iter_frames(path)):
+        decoded += 1
+        if i in needed:
+            frames[i] = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != size else frame
+    if decoded == 0:
+        raise VideoError("no decodable frames")
+    if info.frames and decoded < TRUNCATION_TOLERANCE * info.frames:
+        raise VideoError(f"truncated or corrupt: decoded {decoded} of {info.frames} declared frames")
+    wanted = resample_indices(decoded, info.fps, p["fps"])[:keep_until]
+    segments = clip_lengths(len(wanted), p["max_frames"], p["min_frames"], p["max_clips_per_video"])
+    if not segments:
+        raise VideoError(f"too short: {len(wanted)} frames at {p['fps']:g} fps (need {p['min_frames']})")
+    out = []
+    for k, (start, length) in enumerate(segments):
+        clip_id = job.clip_id if len(segments) == 1 else f"{job.clip_id}_{k:02d}"
+        params = {**p, "segment": k}
+        aid = artifact_id("source_clip", {"source": rid}, CODE_VERSION, params)
+        seg = np.stack([frames[i] for i in wanted[start:start + length]])
+        with store.writing("source_clip", aid, "mp4") as tmp:
+            write_video(tmp, seg, fps=p["fps"])
+        out.append(store.commit(
+            "source_clip", aid, code_version=CODE_VERSION, params=params, inputs={"source": rid}, ext="mp4",
+            info={"clip_id": clip_id, "frames": int(length), "fps": p["fps"], "width": size[0],
+                  "height": size[1], "start_seconds": round(start / p["fps"], 3), "source_path": job.path,
+                  "source_fps": info.fps, "source_size": [info.width, info.height], "prompt": job.prompt,
+                  "origin": job.origin}))
+    return out
+
+
+@dg.asset(
+    code_version=CODE_VERSION,
+    group_name="theme_independent",
+    kinds={"video", "duckdb"},
+    description="Probed, decode-checked, normalised source clips (H.264, 16 fps, 4k+1 frames); bad files quarantined.",
+)
+def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, sources: SourcesResource,
+                 artifact_store: ArtifactStoreResource, lineage: LineageResource,
+                 clip_executor: ClipExecutorResource) -> dg.MaterializeResult:
+    try:
+        params = config.params()
+        items = sources.discover()
+    except ValueError as exc:
+        raise dg.Failure(description=f"bad source_clips configuration: {exc}") from exc
+    store = artifact_store.store()
+    jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params) for it in items]
+    outcomes = clip_executor.executor().map(ingest_source, jobs)
+
+    run_id, batch = context.run_id, LineageBatch()
+    counts = {"files": len(jobs), "clips": 0, "computed": 0, "reused": 0, "quarantined": 0, "failed": 0}
+    quarantined, clip_ids = [], []
+    for job, outcome in zip(jobs, outcomes):
+        if not outcome.ok:  # an unexpected error: recorded, counted, retried next run
+            counts["failed"] += 1
+            quarantined.append((job.clip_id, f"failed: {outcome.error}"))
+            batch.artifacts.append(ArtifactRow(
+                id=artifact_id("source_file", {"path": job.path}, CODE_VERSION, job.params), kind="source_file",
+                asset_key="source_clips", clip_id=job.clip_id, uri=Path(job.path).resolve().as_uri(),
+                code_version=CODE_VERSION, params=job.params, run_id=run_id, status="failed",
+                reason=outcome.error))
+            continue
+        res: IngestResult = outcome.value
+        rec = res.record
+        batch.artifacts.append(ArtifactRow(
+            id=rec.id, kind="source_file", asset_key="source_clips", clip_id=job.clip_id,
+            uri=Path(job.path).resolve().as_uri(), content_hash=rec.info["sha256"],
+            bytes=Path(job.path).stat().st_size if Path(job.path).exists() else None,
+            code_version=CODE_VERSION, params=rec.params, run_id=run_id, status=res.status,
+            reason=rec.info["reason"], info={k: rec.info[k] for k in ("origin", "clips")}, fresh=res.fresh))
+        if res.status != "ok":
+            counts["quarantined"] += 1
+            quarantined.append((job.clip_id, rec.info["reason"]))
+            continue
+        counts["computed" if res.fresh else "reused"] += len(res.clips)
+        for clip in res.clips:
+            counts["clips"] += 1
+            clip_ids.append(clip.id)
+            batch.artifacts.append(ArtifactRow(
+                id=clip.id, kind="source_clip", asset_key="source_clips", clip_id=clip.info["clip_id"],
+                uri=clip.uri, bytes=clip.bytes, content_hash=clip.content_hash, code_version=CODE_VERSION,
+                params=clip.params, run_id=run_id, info=clip.info, fresh=res.fresh))
+            batch.edges.append((clip.id, rec.id, "source"))
+
+    table = "\n".join(f"| {cid} | {reason} |" for cid, reason in quarantined)
+    metadata = {
+        **counts,
+        "quarantine": dg.MetadataValue.md("| file | reason |\n|---|---|\n" + table) if quarantined else "none",
+        "frames_per_clip": histogram_md([a.info["frames"] for a in batch.artifacts
+                                         if a.kind == "source_clip"], bins=[5, 17, 33, 49, 65, 81, 82]),
+    }
+    return finish_step(context, lineage.lineage(), batch, asset_key="source_clips",
+                       output_ids=clip_ids, all_ids=[a.id for a in batch.artifacts],
+                       code_version=CODE_VERSION, summary=counts, metadata=metadata)

