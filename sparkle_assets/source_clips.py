@@ -121,7 +121,7 @@ def _normalise(store: ArtifactStore, job: IngestJob, rid: str, path: Path) -> li
         if i in needed:
             frames[i] = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if frame.shape[1::-1] != size else frame
     if decoded == 0:
-        raise VideoError("no decodable frames")
+        raise VideoError("corrupt: no decodable frames")
     if info.frames and decoded < TRUNCATION_TOLERANCE * info.frames:
         raise VideoError(f"truncated or corrupt: decoded {decoded} of {info.frames} declared frames")
     wanted = resample_indices(decoded, info.fps, p["fps"])[:keep_until]

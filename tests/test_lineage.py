@@ -1,0 +1,83 @@
+import multiprocessing
+
+from sparkle_assets.lineage import ArtifactRow, Lineage, LineageBatch
+
+
+def _batch(worker: int, n: int, run: str) -> LineageBatch:
+    """n artifacts of this worker plus a shared artifact every worker also records."""
+    batch = LineageBatch()
+    batch.artifacts.append(ArtifactRow(id="shared", kind="source_file", asset_key="a", clip_id="shared", fresh=False))
+    for i in range(n):
+        aid = f"w{worker}a{i}"
+        batch.artifacts.append(ArtifactRow(id=aid, kind="clip", asset_key="a", clip_id=f"c{i}", run_id=run))
+        batch.edges.append((aid, "shared", "source"))
+        batch.scores.append((aid, "m", float(i)))
+    batch.materialization = {"run_id": run, "asset_key": "a", "partition": f"p{worker}", "code_version": "1",
+                             "data_version": "dv", "artifact_ids": [f"w{worker}a{i}" for i in range(n)]}
+    return batch
+
+
+def _writer(db_path: str, worker: int, n: int, barrier) -> None:
+    lineage = Lineage(db_path)
+    barrier.wait()
+    for chunk in range(4):  # several writes per process, interleaved with the other processes
+        batch = _batch(worker, n, f"run{worker}")
+        batch.artifacts = [batch.artifacts[0]] + batch.artifacts[1 + chunk * n // 4: 1 + (chunk + 1) * n // 4]
+        lineage.write(batch)
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
+    db_path = str(tmp_path / "lineage.duckdb")
+    workers, n = 4, 40
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_writer, args=(db_path, w, n, barrier)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    lineage = Lineage(db_path)
+    (count, distinct), = [tuple(r.values()) for r in lineage.query("SELECT count(*), count(DISTINCT id) FROM artifact")]
+    assert count == distinct == workers * n + 1
+    assert lineage.query("SELECT count(*) AS n FROM artifact_edge")[0]["n"] == workers * n
+    assert lineage.query("SELECT count(*) AS n FROM score")[0]["n"] == workers * n
+    assert lineage.query("SELECT count(*) AS n FROM materialization")[0]["n"] == workers
+    assert not list(lineage.pending_dir.glob("*.json"))
+
+
+def test_merge_is_idempotent_and_fresh_rows_win(tmp_path):
+    lineage = Lineage(tmp_path / "l.duckdb")
+    failed = LineageBatch([ArtifactRow(id="x", kind="clip", asset_key="a", status="failed", reason="boom")])
+    lineage.write(failed)
+    lineage.write(failed)
+    ok = LineageBatch([ArtifactRow(id="x", kind="clip", asset_key="a", run_id="r2")])
+    lineage.write(ok)
+    reused = LineageBatch([ArtifactRow(id="x", kind="clip", asset_key="a", run_id="r3", fresh=False)])
+    lineage.write(reused)
+    rows = lineage.query("SELECT status, reason, run_id FROM artifact")
+    assert rows == [{"status": "ok", "reason": None, "run_id": "r2"}]
+
+
+def test_recursive_queries(tmp_path):
+    lineage = Lineage(tmp_path / "l.duckdb")
+    batch = LineageBatch()
+    for aid, kind, clip in [("f", "source_file", "clipA"), ("c", "source_clip", "clipA"),
+                            ("m", "mask", "clipA"), ("e", "edit", "clipA"), ("other", "source_file", "clipB")]:
+        batch.artifacts.append(ArtifactRow(id=aid, kind=kind, asset_key=kind, clip_id=clip))
+    batch.edges += [("c", "f", "source"), ("m", "c", "clip"), ("e", "m", "mask"), ("e", "c", "clip")]
+    lineage.write(batch)
+    assert {r["id"] for r in lineage.derived_from("clipA")} == {"c", "m", "e"}
+    assert [(r["id"], r["depth"]) for r in lineage.sources_of("e")] == [("m", 1), ("c", 1), ("f", 2)]  # by depth, kind
+    assert lineage.derived_from("other") == []
+
+
+def test_unknown_reference_raises(tmp_path):
+    lineage = Lineage(tmp_path / "l.duckdb")
+    lineage.write(LineageBatch())
+    try:
+        lineage.sources_of("nope")
+    except KeyError as exc:
+        assert "nope" in str(exc)
+    else:
+        raise AssertionError("expected KeyError")

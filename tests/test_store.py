@@ -1,0 +1,74 @@
+import pytest
+
+from sparkle_assets.store import ArtifactStore, StoreError, artifact_id
+
+
+def test_artifact_id_depends_on_kind_inputs_code_and_params():
+    base = artifact_id("mask", {"clip": "a"}, "v1", {"n": 3})
+    assert base == artifact_id("mask", {"clip": "a"}, "v1", {"n": 3})
+    assert len({base, artifact_id("plate", {"clip": "a"}, "v1", {"n": 3}),
+                artifact_id("mask", {"clip": "b"}, "v1", {"n": 3}),
+                artifact_id("mask", {"clip": "a"}, "v2", {"n": 3}),
+                artifact_id("mask", {"clip": "a"}, "v1", {"n": 4})}) == 5
+    # list inputs are order-free
+    assert artifact_id("k", {"p": ["x", "y"]}, "v", {}) == artifact_id("k", {"p": ["y", "x"]}, "v", {})
+
+
+def test_write_commit_lookup_roundtrip(tmp_path):
+    store = ArtifactStore(tmp_path)
+    aid = artifact_id("thing", {}, "v1", {})
+    with store.writing("thing", aid, "bin") as tmp:
+        tmp.write_bytes(b"payload")
+    assert store.lookup("thing", aid) is None  # no sidecar yet: not trusted
+    art = store.commit("thing", aid, code_version="v1", params={}, inputs={}, info={"x": 1}, ext="bin")
+    found = store.lookup("thing", aid)
+    assert found == art and found.bytes == 7 and found.info == {"x": 1}
+    assert store.path_of(found).read_bytes() == b"payload"
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.writing("thing", "abc123", "bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert store.lookup("thing", "abc123") is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_lookup_rejects_damaged_payload(tmp_path, damage):
+    store = ArtifactStore(tmp_path)
+    with store.writing("thing", "abc123", "bin") as tmp:
+        tmp.write_bytes(b"0123456789")
+    art = store.commit("thing", "abc123", code_version="v", params={}, inputs={}, ext="bin")
+    path = store.path_of(art)
+    if damage == "truncate":
+        path.write_bytes(b"01234")
+    elif damage == "flip":
+        path.write_bytes(b"0123456780")
+    else:
+        path.unlink()
+    assert store.lookup("thing", "abc123") is None
+
+
+@pytest.mark.parametrize("uri", ["../outside.mp4", "a/../../outside", "/etc/passwd", ""])
+def test_paths_escaping_the_store_are_refused(tmp_path, uri):
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(StoreError):
+        store.resolve(uri)
+
+
+def test_symlink_escape_is_refused(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "link").symlink_to(tmp_path)
+    with pytest.raises(StoreError, match="outside"):
+        ArtifactStore(tmp_path / "store").resolve("link/secret")
+
+
+def test_record_only_artifact(tmp_path):
+    store = ArtifactStore(tmp_path)
+    art = store.commit("score", "abc123", code_version="v", params={"t": 1}, inputs={"clip": "c"}, info={"s": 0.5})
+    assert art.uri is None and store.lookup("score", "abc123").info == {"s": 0.5}
+    with pytest.raises(StoreError):
+        store.path_of(art)
