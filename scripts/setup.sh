@@ -41,6 +41,8 @@ fi
 
 "$VENV/bin/python" - <<'PY'
 import importlib
+import sparkle_model.sam2_build as sam2_build
+sam2_build.stub_hydra()  # sam2 is installed without hydra (see sparkle_model/sam2_build.py)
 for name in ["dagster", "dagster_webserver", "torch", "torchvision", "diffusers", "sam2", "cv2",
              "duckdb", "transformers", "lpips", "pyiqa", "mediapipe"]:
     importlib.import_module(name)
