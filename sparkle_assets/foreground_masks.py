@@ -26,7 +26,8 @@ CODE_VERSION = "foreground_masks-1"
 PREVIEW_VERSION = "mask_preview-1"
 MIN_COVERAGE = 0.002  # below: an empty mask
 MAX_COVERAGE = 0.95  # above: the mask is the whole frame
-MIN_TEMPORAL_IOU = 0.3  # below (between consecutive non-empty frames): the mask jumps
+MIN_TEMPORAL_IOU = 0.3  # below (between consecutive frames): the mask jumps
+MIN_JUMP_COVERAGE = 0.01  # ...judged only where both frames hold at least this much (tiny masks are noisy)
 PREVIEW_WIDTH = 480
 
 
@@ -53,7 +54,7 @@ def mask_quality(mask: np.ndarray) -> tuple[dict, str | None]:
     """Coverage and temporal stability of a mask, and the reason to drop it (None if usable)."""
     cover = mask.reshape(len(mask), -1).mean(axis=1)
     tiou = temporal_iou(mask)
-    both = (cover[:-1] > 0) & (cover[1:] > 0)
+    both = (cover[:-1] > MIN_JUMP_COVERAGE) & (cover[1:] > MIN_JUMP_COVERAGE)
     worst = float(tiou[both].min()) if both.any() else 1.0
     stats = {"coverage": round(float(cover.mean()), 4), "coverage_min": round(float(cover.min()), 4),
              "coverage_max": round(float(cover.max()), 4), "temporal_iou_min": round(worst, 4)}
