@@ -213,7 +213,8 @@ class Lineage:
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection (pending fragments are merged first)."""
-        if self.pending_dir.exists() and any(self.pending_dir.glob("*.json")) or not self.db_path.exists():
+        pending = self.pending_dir.exists() and any(self.pending_dir.glob("*.json"))
+        if pending or not self.db_path.exists():
             self.merge()
         with self._locked(exclusive=False):
             con = duckdb.connect(str(self.db_path), read_only=True)
