@@ -31,10 +31,6 @@ class VideoInfo:
     fps: float
     frames: int  # as declared by the container; decode_check counts the real number
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.fps if self.fps else 0.0
-
 
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Container facts, with a VideoError for files that are empty, unreadable or absurd."""
@@ -93,19 +89,6 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.nda
     if not frames:
         raise VideoError(f"no decodable frames in {path}")
     return np.stack(frames)
-
-
-def read_frame(path: str | os.PathLike, index: int = 0) -> np.ndarray:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if index:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, bgr = cap.read()
-    finally:
-        cap.release()
-    if not ok:
-        raise VideoError(f"cannot read frame {index} of {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> Path:
