@@ -1,6 +1,10 @@
 """The `sparkle` command: run the main job, open the UI, query lineage.
 
-    sparkle run [--folder DIR]... [--csv FILE]... [--no-bundled]   materialize the whole graph
+    sparkle run [--folder DIR]... [--csv FILE]... [--no-bundled] [--theme T]...
+                                                                  materialize the whole graph: theme
+                                                                  partitions registered from the taxonomy
+                                                                  files, theme-independent assets once,
+                                                                  then every theme's assets
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
     sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
@@ -49,22 +53,40 @@ def cmd_run(args) -> int:
     import dagster as dg
 
     from .definitions import defs
+    from .resources import ThemesResource, default_themes_dir
+    from .themes import register_themes
 
     started = time.monotonic()
     instance = dg.DagsterInstance.get()
-    result = defs.resolve_job_def("sparkle_main").execute_in_process(instance=instance, raise_on_error=False)
+    themes = ThemesResource(directory=default_themes_dir())
+    added, errors = register_themes(instance, themes)
+    for message in errors.values():
+        print(f"skipping invalid theme file: {message}", file=sys.stderr)
+    wanted = args.theme or sorted(themes.load()[0])
+    unknown = sorted(set(wanted) - set(instance.get_dynamic_partitions("theme")))
+    if unknown:
+        print(f"no valid taxonomy file for theme(s) {', '.join(unknown)} in {themes.directory}", file=sys.stderr)
+        return 2
+    runs = [defs.resolve_job_def("theme_independent").execute_in_process(instance=instance, raise_on_error=False)]
+    if runs[0].success:
+        for theme in wanted:
+            runs.append(defs.resolve_job_def("theme_assets").execute_in_process(
+                instance=instance, partition_key=theme, raise_on_error=False))
+    ok = all(r.success for r in runs)
     elapsed = time.monotonic() - started
-    print(f"\nsparkle_main {'succeeded' if result.success else 'FAILED'} in {elapsed:.1f}s (run {result.run_id})")
+    print(f"\nsparkle run {'succeeded' if ok else 'FAILED'} in {elapsed:.1f}s "
+          f"({len(runs)} runs; themes: {', '.join(wanted) or 'none'}{'; newly registered: ' + ', '.join(added) if added else ''})")
     rows = _lineage(home).query(
-        "SELECT asset_key, partition, summary FROM materialization WHERE run_id = ? ORDER BY created_at",
-        [result.run_id])
+        "SELECT asset_key, partition, summary FROM materialization WHERE list_contains(?, run_id) ORDER BY created_at",
+        [[r.run_id for r in runs]])
     for row in rows:
         summary = ", ".join(f"{k}={v}" for k, v in json.loads(row["summary"]).items())
-        print(f"  {row['asset_key']:<18} {row['partition'] or '':<10} {summary}")
+        print(f"  {row['asset_key']:<20} {row['partition'] or '-':<9} {summary}")
     print(f"\nOutputs (artifact store): {home / 'store'}")
+    print(f"Contact sheets:           {home / 'contact_sheets'}/<theme>/<asset>.png")
     print(f"Lineage database:         {home / 'lineage.duckdb'}   (try: sparkle lineage sql \"FROM quarantine\")")
     print("Open the UI:              sparkle ui    (then http://127.0.0.1:3000)")
-    return 0 if result.success else 1
+    return 0 if ok else 1
 
 
 def cmd_ui(args) -> int:
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--folder", action="append", default=[], help="a folder of source videos (repeatable)")
     run.add_argument("--csv", action="append", default=[], help="a Sparkle / Kiwi-Edit CSV (repeatable)")
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
+    run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
     run.set_defaults(fn=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)

@@ -94,7 +94,8 @@ def now_iso() -> str:
 @dataclass
 class ArtifactRow:
     """One artifact as recorded. `fresh` rows (computed in this run) overwrite an earlier row with
-    the same id; rows for reused artifacts are only inserted when missing."""
+    the same id; rows for reused artifacts are inserted when missing and otherwise only update the
+    decision (status, reason), so a new threshold re-judges stored artifacts."""
 
     id: str
     kind: str
@@ -194,7 +195,9 @@ class Lineage:
         updates = ", ".join(f"{c} = excluded.{c}" for c in ARTIFACT_COLUMNS if c != "id")
         for a in batch["artifacts"]:
             values = [json.dumps(a[c]) if c in ("params", "info") else a[c] for c in ARTIFACT_COLUMNS]
-            conflict = f"DO UPDATE SET {updates}" if a["fresh"] else "DO NOTHING"
+            # a reused artifact keeps its row, but takes this run's decision (status, reason)
+            conflict = f"DO UPDATE SET {updates}" if a["fresh"] else \
+                "DO UPDATE SET status = excluded.status, reason = excluded.reason"
             con.execute(f"INSERT INTO artifact ({cols}) VALUES ({marks}) ON CONFLICT (id) {conflict}", values)
         if batch["edges"]:
             con.executemany("INSERT OR IGNORE INTO artifact_edge VALUES (?, ?, ?)", batch["edges"])

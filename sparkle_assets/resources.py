@@ -8,7 +8,13 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
 - ``SPARKLE_BUNDLED``: ``1`` (default) to include the footage bundled with installed packages;
 - ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``,
-  ``SPARKLE_SAM2_CONFIG``, ``SPARKLE_DEVICE``.
+  ``SPARKLE_SAM2_CONFIG``, ``SPARKLE_DEVICE``;
+- ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
+- ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_URL``,
+  ``SPARKLE_VLM_MODEL``, ``SPARKLE_VLM_MODEL_DIR``;
+- ``SPARKLE_EDIT_BACKEND`` (``builtin`` or ``diffusers``), ``SPARKLE_EDIT_MODEL_DIR``,
+  ``SPARKLE_EDIT_SCORER`` (``automatic`` or ``vlm``);
+- ``SPARKLE_VIDEO_BACKEND`` (``procedural`` or ``diffusers``), ``SPARKLE_VIDEO_MODEL_DIR``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import os
 from pathlib import Path
 
 import dagster as dg
+
+from sparkle_model.taxonomy import Theme, TaxonomyError, load_taxonomy, parse_theme
 
 from .executor import ClipExecutor, make_executor
 from .lineage import Lineage
@@ -110,6 +118,146 @@ class MaskBackendResource(dg.ConfigurableResource):
                            settings["image_size"], settings["random_weights"])
 
 
+def default_themes_dir() -> str:
+    return os.environ.get("SPARKLE_THEMES_DIR") or str(Path(__file__).resolve().parent.parent / "themes")
+
+
+class ThemesResource(dg.ConfigurableResource):
+    """The theme taxonomy: one YAML file per theme (and per `theme` partition) in `directory`."""
+
+    directory: str
+
+    def load(self) -> tuple[dict[str, Theme], dict[str, str]]:
+        return load_taxonomy(self.directory)
+
+    def theme(self, name: str) -> Theme:
+        path = Path(self.directory) / f"{name}.yaml"
+        if not path.is_file():
+            raise TaxonomyError(path, "", f"no taxonomy file for theme partition {name!r}")
+        return parse_theme(path)
+
+
+class VlmResource(dg.ConfigurableResource):
+    """The vision-language model that writes instructions and scores edits: `none` (templates and
+    automatic scores), `endpoint` (an OpenAI-compatible `base_url` + `model`; the key, if any, in
+    the environment variable named by `api_key_env`) or `local` (transformers, `model_dir`)."""
+
+    backend: str = "none"
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = "SPARKLE_VLM_API_KEY"
+    model_dir: str = ""
+    device: str = "cpu"
+
+    def settings(self) -> dict:
+        if self.backend == "none":
+            return {"name": "none"}
+        if self.backend == "endpoint":
+            if not self.base_url or not self.model:
+                raise ValueError("vlm.backend is 'endpoint' but vlm.base_url / vlm.model are not set "
+                                 "(env SPARKLE_VLM_URL, SPARKLE_VLM_MODEL)")
+            return {"name": "endpoint", "base_url": self.base_url, "model": self.model,
+                    "api_key_env": self.api_key_env}
+        if self.backend == "local":
+            if not Path(self.model_dir or "").is_dir():
+                raise ValueError(f"vlm.backend is 'local' but vlm.model_dir ({self.model_dir or 'unset'}) is not a "
+                                 "directory: set it (or SPARKLE_VLM_MODEL_DIR) to a local vision-language model")
+            return {"name": "local", "model_dir": self.model_dir, "device": self.device}
+        raise ValueError(f"vlm.backend must be 'none', 'endpoint' or 'local', got {self.backend!r}")
+
+    @staticmethod
+    def build(settings: dict):
+        """A client with `generate(prompt, images)`, or None for `none` (called in workers)."""
+        from sparkle_model.vlm import EndpointVlm, LocalVlm
+
+        if settings["name"] == "endpoint":
+            return EndpointVlm(settings["base_url"], settings["model"], settings["api_key_env"])
+        if settings["name"] == "local":
+            return _cached(("vlm", settings["model_dir"]), lambda: LocalVlm(settings["model_dir"], settings["device"]))
+        return None
+
+
+_MODELS: dict = {}
+
+
+def _cached(key, make):
+    """One model object per worker process and key."""
+    if key not in _MODELS:
+        _MODELS[key] = make()
+    return _MODELS[key]
+
+
+def _pipeline_settings(owner: str, backend: str, builtin: str, model_dir: str, **rest) -> dict:
+    if backend == builtin:
+        return {"name": builtin}
+    if backend != "diffusers":
+        raise ValueError(f"{owner}.backend must be '{builtin}' or 'diffusers', got {backend!r}")
+    if not (Path(model_dir or "") / "model_index.json").is_file():
+        raise ValueError(f"{owner}.backend is 'diffusers' but {owner}.model_dir ({model_dir or 'unset'}) is not a "
+                         "diffusers pipeline directory (no model_index.json): set it to a local model copy")
+    return {"name": "diffusers", "model_dir": model_dir, **rest}
+
+
+class EditBackendResource(dg.ConfigurableResource):
+    """First-frame edit and foreground erase: `builtin` (procedural scenes / graded clean plates,
+    CPU) or `diffusers` (an image-edit or inpainting pipeline in `model_dir`, e.g. FLUX.2-klein).
+    `scorer`: `automatic` (edit_scores.py) or `vlm` (EditScore-style, needs the vlm resource)."""
+
+    backend: str = "builtin"
+    model_dir: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    steps: int = 28
+    guidance: float = 4.0
+    max_side: int = 1024
+    offload: bool = False
+    scorer: str = "automatic"
+
+    def settings(self) -> dict:
+        if self.scorer not in ("automatic", "vlm"):
+            raise ValueError(f"edit_backend.scorer must be 'automatic' or 'vlm', got {self.scorer!r}")
+        return {**_pipeline_settings("edit_backend", self.backend, "builtin", self.model_dir, device=self.device,
+                                     dtype=self.dtype, steps=self.steps, guidance=self.guidance,
+                                     max_side=self.max_side, offload=self.offload), "scorer": self.scorer}
+
+    @staticmethod
+    def build(settings: dict):
+        if settings["name"] != "diffusers":
+            return None
+        from sparkle_model.diffusion import DiffusersEditor
+
+        return DiffusersEditor(settings["model_dir"], settings["device"], settings["steps"], settings["guidance"],
+                               settings["dtype"], settings["offload"], settings["max_side"])
+
+
+class VideoBackendResource(dg.ConfigurableResource):
+    """Background image-to-video: `procedural` (scene-aware animation, CPU) or `diffusers` (an
+    image-to-video pipeline in `model_dir`, e.g. Wan2.2-I2V)."""
+
+    backend: str = "procedural"
+    model_dir: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    steps: int = 40
+    guidance: float = 3.5
+    max_side: int = 832
+    offload: bool = False
+
+    def settings(self) -> dict:
+        return _pipeline_settings("video_backend", self.backend, "procedural", self.model_dir, device=self.device,
+                                  dtype=self.dtype, steps=self.steps, guidance=self.guidance, max_side=self.max_side,
+                                  offload=self.offload)
+
+    @staticmethod
+    def build(settings: dict):
+        if settings["name"] != "diffusers":
+            return None
+        from sparkle_model.diffusion import DiffusersAnimator
+
+        return DiffusersAnimator(settings["model_dir"], settings["device"], settings["steps"], settings["guidance"],
+                                 settings["dtype"], settings["offload"], settings["max_side"])
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     home = project_home()
     return {
@@ -125,4 +273,16 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             sam2_checkpoint=os.environ.get("SPARKLE_SAM2_CHECKPOINT", ""),
             sam2_config=os.environ.get("SPARKLE_SAM2_CONFIG", "configs/sam2.1/sam2.1_hiera_t.yaml"),
             device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+        "themes": ThemesResource(directory=default_themes_dir()),
+        "vlm": VlmResource(backend=os.environ.get("SPARKLE_VLM_BACKEND", "none"),
+                           base_url=os.environ.get("SPARKLE_VLM_URL", ""), model=os.environ.get("SPARKLE_VLM_MODEL", ""),
+                           model_dir=os.environ.get("SPARKLE_VLM_MODEL_DIR", ""),
+                           device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+        "edit_backend": EditBackendResource(backend=os.environ.get("SPARKLE_EDIT_BACKEND", "builtin"),
+                                            model_dir=os.environ.get("SPARKLE_EDIT_MODEL_DIR", ""),
+                                            scorer=os.environ.get("SPARKLE_EDIT_SCORER", "automatic"),
+                                            device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+        "video_backend": VideoBackendResource(backend=os.environ.get("SPARKLE_VIDEO_BACKEND", "procedural"),
+                                              model_dir=os.environ.get("SPARKLE_VIDEO_MODEL_DIR", ""),
+                                              device=os.environ.get("SPARKLE_DEVICE", "cpu")),
     }

@@ -5,7 +5,7 @@ version, its parameters), so the same inputs + code + parameters always map to t
 step can skip work whose artifact already exists. Layout under the store root::
 
     <kind>/<id[:2]>/<id>.<ext>    the payload (absent for record-only artifacts)
-    <kind>/<id[:2]>/<id>.json     the sidecar: size, sha256, info; written last, so it marks completion
+    <kind>/<id[:2]>/<id>.artifact.json  the sidecar: size, sha256, info; written last, so it marks completion
 
 Every write goes to a temporary name and is renamed into place; a killed run leaves at worst an
 orphaned temporary file, never a payload+sidecar pair that verifies. Paths are always resolved
@@ -107,7 +107,7 @@ class ArtifactStore:
         return f"{kind}/{aid[:2]}/{aid}"
 
     def _sidecar(self, kind: str, aid: str) -> Path:
-        return self.resolve(self._base(kind, aid) + ".json")
+        return self.resolve(self._base(kind, aid) + ".artifact.json")  # never a payload name
 
     # -- lookup ------------------------------------------------------------------------------
     def lookup(self, kind: str, aid: str) -> StoredArtifact | None:

@@ -19,7 +19,7 @@ WORK_WIDTH = 320
 GRID_STEP = 8
 
 
-def _gray(frame: np.ndarray, width: int) -> np.ndarray:
+def work_gray(frame: np.ndarray, width: int) -> np.ndarray:
     h, w = frame.shape[:2]
     scale = width / w
     small = cv2.resize(frame, (width, max(8, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
@@ -51,7 +51,7 @@ def camera_motion(frames: Iterable[np.ndarray], fps: float, sample_hz: float = S
     for i, frame in enumerate(frames):
         if i % stride:
             continue
-        gray = _gray(frame, WORK_WIDTH)
+        gray = work_gray(frame, WORK_WIDTH)
         if prev is not None:
             disp, ratio = pair_motion(prev, gray, engine)
             speeds.append(100.0 * disp / diag / dt)

@@ -1,4 +1,4 @@
-"""Video files in and out: probing, decoding, H.264 writing (atomic), and clip normalisation.
+"""Video and image files in and out: probing, decoding, H.264 writing (atomic), clip normalisation, PNG.
 
 Decoding uses OpenCV (the fastest decoder here); encoding uses the ffmpeg binary shipped in
 imageio-ffmpeg (libx264, yuv420p), since OpenCV cannot write H.264. Frames are RGB uint8 arrays.
@@ -159,3 +159,19 @@ def clip_lengths(n_frames: int, max_frames: int = 81, min_frames: int = 17,
         start += length
     return out
 
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """An RGB uint8 image as PNG (to a temporary path from the store: not atomic by itself)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise VideoError(f"could not encode a PNG for {path}")
+    Path(path).write_bytes(buf.tobytes())
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """An image file as RGB uint8; VideoError if it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError(f"{path} is not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,5 +1,6 @@
 """Stage 1 through Dagster: source_clips and static_clips on tiny clips with a real instance."""
 
+import re
 import subprocess
 import sys
 
@@ -130,10 +131,16 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     env = {"PATH": "/usr/bin:/bin", "SPARKLE_EXECUTOR": "in_process"}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "sparkle_main succeeded" in first.stdout and "quarantined=3" in first.stdout
+    assert "sparkle run succeeded" in first.stdout and "quarantined=3" in first.stdout
+    for theme in ("location", "season", "style", "time"):
+        assert f"background_videos    {theme}" in first.stdout
+    assert (home / "contact_sheets" / "location" / "background_videos.png").is_file()
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert "computed=0" in second.stdout and "reused=3" in second.stdout
+    assert second.returncode == 0
+    assert "reused=3" in second.stdout and "computed=0" in second.stdout
+    assert not re.search(r"computed=[1-9]", second.stdout), second.stdout
     runs = subprocess.run([sys.executable, "-m", "dagster", "run", "list"], capture_output=True, text=True,
                           env={**env, "DAGSTER_HOME": str(REPO), "SPARKLE_HOME": str(home),
                                "SPARKLE_DAGSTER_DIR": str(home / "dagster")}, cwd=REPO)
-    assert runs.stdout.count("sparkle_main") >= 2, runs.stdout[-2000:] + runs.stderr[-2000:]
+    assert runs.stdout.count("theme_independent") >= 2, runs.stdout[-2000:] + runs.stderr[-2000:]
+    assert runs.stdout.count("theme_assets") >= 8
