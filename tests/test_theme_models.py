@@ -4,10 +4,8 @@ the diffusers backends (tiny random weights) and the VLM endpoint client."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
