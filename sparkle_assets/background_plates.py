@@ -19,7 +19,8 @@ from sparkle_model.taxonomy import Scene
 from sparkle_model.video import read_png, write_png
 
 from .clipstep import ClipInput, run_clip_step
-from .edited_first_frames import SCORE_BINS, clip_sheet_rows, edited_first_frames, grown, score_with
+from .edited_first_frames import (SCORE_BINS, clip_sheet_rows, edited_first_frames, grown, judge_edit_scores,
+                                  score_with)
 from .instructions import current_by_clip, first_frame, theme_clips
 from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
                         VlmResource)
@@ -83,18 +84,8 @@ def background_plates(context: dg.AssetExecutionContext, config: BackgroundPlate
     report = run_clip_step(store=store, clips=clips, fn=compute_background_plate, kind="background_plate", ext="png",
                            code_version=CODE_VERSION, params={"backend": settings}, asset_key="background_plates",
                            run_id=context.run_id, partition=theme, theme=theme, executor=clip_executor.executor())
-    batch, kept, dropped = report.batch, [], {}
-    for row in batch.artifacts:
-        if row.status != "ok":
-            continue
-        score = row.info["score"]
-        for part in ("overall", "prompt_following", "consistency", "perceptual_quality"):
-            batch.scores.append((row.id, f"plate_{part}", score[part]))
-        if score["overall"] < config.min_plate_score:
-            row.status, row.reason = "dropped", f"plate score {score['overall']:.2f} < {config.min_plate_score}"
-            dropped[row.clip_id] = row.reason
-        else:
-            kept.append(row.id)
+    batch = report.batch
+    kept, dropped = judge_edit_scores(batch, "plate", config.min_plate_score)
     overall = [a.info["score"]["overall"] for a in report.artifacts.values()]
     counts = {**report.counts, "kept": len(kept), "dropped": len(dropped)}
     by_clip = {c.clip_id: c for c in clips}

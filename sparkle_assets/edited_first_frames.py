@@ -83,6 +83,24 @@ def compute_edited_first_frame(out: Path, inputs: dict[str, Path], params: dict)
     return {"score": score, "chosen_keyword": record["chosen_keyword"]}
 
 
+def judge_edit_scores(batch, prefix: str, threshold: float) -> tuple[list[str], dict[str, str]]:
+    """Record each ok row's EditScore-shaped score as `<prefix>_<part>` scores and mark rows whose
+    overall score is below `threshold` as dropped. Returns (kept ids, dropped reasons by clip)."""
+    kept, dropped = [], {}
+    for row in batch.artifacts:
+        if row.status != "ok":
+            continue
+        score = row.info["score"]
+        for part in ("overall", "prompt_following", "consistency", "perceptual_quality"):
+            batch.scores.append((row.id, f"{prefix}_{part}", score[part]))
+        if score["overall"] < threshold:
+            row.status, row.reason = "dropped", f"{prefix} score {score['overall']:.2f} < {threshold}"
+            dropped[row.clip_id] = row.reason
+        else:
+            kept.append(row.id)
+    return kept, dropped
+
+
 def clip_sheet_rows(clips: dict, columns: list, limit: int = 4):
     """Rows for a contact sheet: for up to `limit` clips, one image per column getter."""
     rows, labels = [], []
@@ -121,18 +139,8 @@ def edited_first_frames(context: dg.AssetExecutionContext, config: EditedFirstFr
                            ext="png", code_version=CODE_VERSION, params={"backend": settings, "harmony": config.harmony},
                            asset_key="edited_first_frames", run_id=context.run_id, partition=theme, theme=theme,
                            executor=clip_executor.executor())
-    batch, kept, dropped = report.batch, [], {}
-    for row in batch.artifacts:
-        if row.status != "ok":
-            continue
-        score = row.info["score"]
-        for part in ("overall", "prompt_following", "consistency", "perceptual_quality"):
-            batch.scores.append((row.id, f"edit_{part}", score[part]))
-        if score["overall"] < config.min_edit_score:
-            row.status, row.reason = "dropped", f"edit score {score['overall']:.2f} < {config.min_edit_score}"
-            dropped[row.clip_id] = row.reason
-        else:
-            kept.append(row.id)
+    batch = report.batch
+    kept, dropped = judge_edit_scores(batch, "edit", config.min_edit_score)
     overall = [a.info["score"]["overall"] for a in report.artifacts.values()]
     counts = {**report.counts, "kept": len(kept), "dropped": len(dropped)}
     by_clip = {c.clip_id: c for c in clips}

@@ -119,7 +119,7 @@ def apply_effect(img: np.ndarray, name: str, rng: np.random.Generator, tint) -> 
         gy = cv2.Sobel(_luma(img), cv2.CV_32F, 0, 1, ksize=5)
         ledges = cv2.GaussianBlur((gy < -30).astype(np.float32), (0, 0), 2)
         dust = np.clip((noise((h, w), w / 25, rng) - 0.5) * 3, 0, 1)
-        snow = np.clip(0.8 * ledges + 0.45 * dust, 0, 0.9)[..., None]
+        snow = np.clip(0.5 * ledges + 0.3 * dust, 0, 0.6)[..., None]
         img = img * (1 - snow) + 245 * snow
     elif name == "night_lights":
         spots = bright_spots(img, 12)
