@@ -1,1 +1,2 @@
-"""sparkle_bench: evaluation with no Dagster import (metrics shared with the pipeline filters, benchmark runners). Filled in by the stage-5 and benchmark work."""
+"""sparkle_bench: evaluation with no Dagster import. `metrics` holds the per-video metrics shared by
+the pipeline's filters (background motion so far) and, later, the benchmark runners."""
