@@ -18,6 +18,7 @@ from sparkle_model.masks import load_mask_npz
 from sparkle_model.taxonomy import Scene
 from sparkle_model.video import read_png, write_png
 
+from .clean_backgrounds import clean_background_rows
 from .clipstep import ClipInput, run_clip_step
 from .edited_first_frames import (SCORE_BINS, clip_sheet_rows, edited_first_frames, grown, judge_edit_scores,
                                   score_with)
@@ -77,7 +78,7 @@ def background_plates(context: dg.AssetExecutionContext, config: BackgroundPlate
     store, db = artifact_store.store(), lineage.lineage()
     found = current_by_clip(db, "instructions", theme, "instruction")
     edits = current_by_clip(db, "edited_first_frames", theme, "edited_first_frame")
-    cleans = {r["clip_id"]: r for r in db.current_artifacts("clean_backgrounds", kind="clean_background")}
+    cleans = clean_background_rows(db)
     clips = [ClipInput(c["clip_id"], {"clip": c, "mask": m, "instruction": found[c["clip_id"]],
                                       "edited": edits[c["clip_id"]], "clean": cleans[c["clip_id"]]})
              for c, m in theme_clips(db) if c["clip_id"] in edits and c["clip_id"] in found and c["clip_id"] in cleans]

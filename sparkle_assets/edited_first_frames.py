@@ -23,6 +23,7 @@ from sparkle_model.taxonomy import Scene
 from sparkle_model.video import read_png, write_png
 from sparkle_model.vlm import vlm_edit_score
 
+from .clean_backgrounds import clean_background_rows
 from .clipstep import ClipInput, run_clip_step
 from .instructions import current_by_clip, first_frame, instructions, theme_clips
 from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
@@ -131,7 +132,7 @@ def edited_first_frames(context: dg.AssetExecutionContext, config: EditedFirstFr
         raise dg.Failure(description=f"edited_first_frames[{theme}]: {exc}") from exc
     store, db = artifact_store.store(), lineage.lineage()
     found = current_by_clip(db, "instructions", theme, "instruction")
-    cleans = {r["clip_id"]: r for r in db.current_artifacts("clean_backgrounds", kind="clean_background")}
+    cleans = clean_background_rows(db)
     clips = [ClipInput(c["clip_id"], {"clip": c, "mask": m, "instruction": found[c["clip_id"]],
                                       "clean": cleans[c["clip_id"]]})
              for c, m in theme_clips(db) if c["clip_id"] in found and c["clip_id"] in cleans]

@@ -11,8 +11,6 @@ Every problem is reported as `TaxonomyError` naming the file and the field, e.g.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +76,6 @@ class Theme:
     openers: tuple[str, ...]
     subthemes: dict[str, tuple[Scene, ...]]
     path: str
-    digest: str  # hash of the parsed content (what instructions depend on)
 
     @property
     def scenes(self) -> list[Scene]:
@@ -218,11 +215,8 @@ def parse_theme(path: str | Path) -> Theme:
         subthemes[sub_name] = tuple(scenes)
     if not subthemes:
         raise TaxonomyError(path, "subthemes", "needs at least one subtheme")
-    content = {"name": name, "render": render, "openers": openers,
-               "scenes": [s.to_json() for ss in subthemes.values() for s in ss]}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     return Theme(name=name, edit_type=str(data.get("edit_type", name)), description=str(data.get("description", "")),
-                 render=render, openers=tuple(openers), subthemes=subthemes, path=str(path), digest=digest)
+                 render=render, openers=tuple(openers), subthemes=subthemes, path=str(path))
 
 
 def load_taxonomy(directory: str | Path) -> tuple[dict[str, Theme], dict[str, str]]:
