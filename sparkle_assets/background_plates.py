@@ -16,13 +16,13 @@ from sparkle_model.edit_scores import score_plate
 from sparkle_model.first_frame_edit import background_layer, erase_foreground
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.taxonomy import Scene
-from sparkle_model.video import read_png, write_png
+from sparkle_model.video import first_frame, read_png, write_png
 
 from .clean_backgrounds import clean_background_rows
 from .clipstep import ClipInput, run_clip_step
 from .edited_first_frames import (SCORE_BINS, clip_sheet_rows, edited_first_frames, grown, judge_edit_scores,
                                   score_with)
-from .instructions import current_by_clip, first_frame, theme_clips
+from .instructions import current_by_clip, theme_clips
 from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
                         VlmResource)
 from .steps import contact_sheet_metadata, finish_step, histogram_md

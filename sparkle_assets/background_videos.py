@@ -19,12 +19,12 @@ from sparkle_model.background_animation import animate
 from sparkle_model.contact_sheet import contact_sheet
 from sparkle_model.scene_grade import bright_spots, estimate_regions
 from sparkle_model.scene_render import render_scene
-from sparkle_model.video import iter_frames, read_png, write_video
+from sparkle_model.video import first_frame, iter_frames, read_png, write_video
 
 from .background_plates import background_plates
 from .clipstep import ClipInput, run_clip_step
 from .edited_first_frames import clip_sheet_rows
-from .instructions import current_by_clip, first_frame, theme_clips
+from .instructions import current_by_clip, theme_clips
 from .resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, VideoBackendResource
 from .steps import contact_sheet_metadata, finish_step, histogram_md
 from .themes import theme_partitions

@@ -3,6 +3,8 @@
 Per clip with a usable mask: the temporal median of the pixels the (dilated) mask leaves visible,
 with the pixels the foreground never uncovers inpainted (`sparkle_model.scene_grade.clean_background`),
 as a PNG. The `transform` themes (season, time, style) grade it into their new backgrounds.
+The same step stores each clip's frame 0 as a PNG (`source_frame0`, the release's
+`intermediate_data/{theme}/source_frame0`), so the export never has to decode a video.
 """
 
 from pathlib import Path
@@ -11,7 +13,7 @@ import dagster as dg
 
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.scene_grade import clean_background
-from sparkle_model.video import read_video, write_png
+from sparkle_model.video import first_frame, read_video, write_png
 
 from .clipstep import ClipInput, run_clip_step
 from .foreground_masks import foreground_masks, usable_masks
@@ -31,9 +33,20 @@ def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict) -
     return {"height": plate.shape[0], "width": plate.shape[1], "never_visible": round(never, 4)}
 
 
+def compute_source_frame0(out: Path, inputs: dict[str, Path], params: dict) -> dict:
+    frame = first_frame(inputs["clip"])
+    write_png(out, frame)
+    return {"height": frame.shape[0], "width": frame.shape[1]}
+
+
 def clean_background_rows(db) -> dict[str, dict]:
     """clip_id -> the current `clean_background` artifact row."""
     return {r["clip_id"]: r for r in db.current_artifacts("clean_backgrounds", kind="clean_background")}
+
+
+def source_frame0_rows(db) -> dict[str, dict]:
+    """clip_id -> the current `source_frame0` artifact row (frame 0 as PNG)."""
+    return {r["clip_id"]: r for r in db.current_artifacts("clean_backgrounds", kind="source_frame0")}
 
 
 @dg.asset(
@@ -52,10 +65,19 @@ def clean_backgrounds(context: dg.AssetExecutionContext, artifact_store: Artifac
     report = run_clip_step(store=store, clips=inputs, fn=compute_clean_background, kind="clean_background",
                            ext="png", code_version=CODE_VERSION, params={}, asset_key="clean_backgrounds",
                            run_id=context.run_id, executor=clip_executor.executor())
+    frames0 = run_clip_step(store=store, clips=[ClipInput(c.clip_id, {"clip": c.parents["clip"]}) for c in inputs],
+                            fn=compute_source_frame0, kind="source_frame0", ext="png", code_version=CODE_VERSION,
+                            params={}, asset_key="clean_backgrounds", run_id=context.run_id,
+                            executor=clip_executor.executor())
+    report.batch.artifacts.extend(frames0.batch.artifacts)
+    report.batch.edges.extend(frames0.batch.edges)
     never = [a.info["never_visible"] for a in report.artifacts.values()]
-    metadata = {**report.counts, "failures": dg.MetadataValue.json(report.failures),
+    counts = {k: report.counts[k] + frames0.counts[k] for k in ("computed", "reused", "failed")}
+    counts["clips"] = report.counts["clips"]
+    metadata = {**counts, "source_frames0": len(frames0.artifacts),
+                "failures": dg.MetadataValue.json({**report.failures, **frames0.failures}),
                 "never_visible_mean": round(sum(never) / len(never), 4) if never else 0.0}
     return finish_step(context, db, report.batch, asset_key="clean_backgrounds",
-                       output_ids=[a.id for a in report.artifacts.values()],
+                       output_ids=[a.id for a in [*report.artifacts.values(), *frames0.artifacts.values()]],
                        all_ids=[a.id for a in report.batch.artifacts], code_version=CODE_VERSION,
-                       summary=report.counts, metadata=metadata, input_assets=["foreground_masks"])
+                       summary=counts, metadata=metadata, input_assets=["foreground_masks"])

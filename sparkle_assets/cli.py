@@ -1,6 +1,6 @@
 """The `sparkle` command: run the main job, open the UI, query lineage.
 
-    sparkle run [--folder DIR]... [--csv FILE]... [--no-bundled] [--theme T]...
+    sparkle run [--folder DIR]... [--csv FILE]... [--release DIR]... [--no-bundled] [--theme T]...
                                                                   materialize the whole graph: theme
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = None) -> Path:
+def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = None, releases=()) -> Path:
     """Set the variables the definitions and dagster.yaml read; returns the project home."""
     home_path = Path(home or os.environ.get("SPARKLE_HOME", ".sparkle")).expanduser().resolve()
     os.environ["SPARKLE_HOME"] = str(home_path)
@@ -36,6 +36,8 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
         os.environ["SPARKLE_SOURCE_FOLDERS"] = os.pathsep.join(str(Path(f).resolve()) for f in folders)
     if csvs:
         os.environ["SPARKLE_SOURCE_CSVS"] = os.pathsep.join(str(Path(c).resolve()) for c in csvs)
+    if releases:
+        os.environ["SPARKLE_SOURCE_RELEASES"] = os.pathsep.join(str(Path(r).resolve()) for r in releases)
     if bundled is not None:
         os.environ["SPARKLE_BUNDLED"] = "1" if bundled else "0"
     (home_path / "dagster").mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,7 @@ def _lineage(home: Path):
 
 
 def cmd_run(args) -> int:
-    home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None)
+    home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
     import dagster as dg
 
     from .definitions import defs
@@ -76,17 +78,42 @@ def cmd_run(args) -> int:
     elapsed = time.monotonic() - started
     print(f"\nsparkle run {'succeeded' if ok else 'FAILED'} in {elapsed:.1f}s "
           f"({len(runs)} runs; themes: {', '.join(wanted) or 'none'}{'; newly registered: ' + ', '.join(added) if added else ''})")
-    rows = _lineage(home).query(
-        "SELECT asset_key, partition, summary FROM materialization WHERE list_contains(?, run_id) ORDER BY created_at",
-        [[r.run_id for r in runs]])
-    for row in rows:
-        summary = ", ".join(f"{k}={v}" for k, v in json.loads(row["summary"]).items())
-        print(f"  {row['asset_key']:<20} {row['partition'] or '-':<9} {summary}")
+    print_tables(_lineage(home), wanted, [r.run_id for r in runs])
     print(f"\nOutputs (artifact store): {home / 'store'}")
     print(f"Contact sheets:           {home / 'contact_sheets'}/<theme>/<asset>.png")
     print(f"Lineage database:         {home / 'lineage.duckdb'}   (try: sparkle lineage sql \"FROM quarantine\")")
     print("Open the UI:              sparkle ui    (then http://127.0.0.1:3000)")
     return 0 if ok else 1
+
+
+THEME_STAGES = [("instructions", "instruction", "instr"), ("edited_first_frames", "edited_first_frame", "frame0"),
+                ("background_plates", "background_plate", "plate"), ("background_videos", "background_video", "bg_video"),
+                ("guidance_videos", "guidance_video", "guidance"), ("edited_videos", "edited_video", "edited"),
+                ("pair_scores", "pair_score", "scored"), ("curated_pairs", "curated_pair", "FINAL"),
+                ("bench_split", "bench_row", "bench")]
+
+
+def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
+    """What the run left: clips in and kept per theme-independent stage, then per theme the pairs
+    kept at each stage, the final pairs and where the dataset is; and how much work was new."""
+    count = lambda asset, kind, part="": len(db.current_artifacts(asset, part, kind=kind))  # noqa: E731
+    work: dict[str, dict[str, int]] = {}
+    for row in db.query("SELECT partition, summary FROM materialization WHERE list_contains(?, run_id)", [run_ids]):
+        for key, value in json.loads(row["summary"]).items():
+            if key in ("computed", "reused", "failed", "quarantined"):
+                part = work.setdefault(row["partition"] or "-", {})
+                part[key] = part.get(key, 0) + value
+    for part, counts in sorted(work.items()):
+        print(f"  work [{part}]: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(f"\nclips: {count('source_clips', 'source_clip')} ingested "
+          f"({len(db.query('FROM quarantine'))} quarantined), {count('static_clips', 'static_clip')} fixed-camera, "
+          f"{count('foreground_masks', 'foreground_mask')} with a usable mask")
+    print(f"\n  {'theme':<10}" + "".join(f"{short:>9}" for _, _, short in THEME_STAGES) + "   dataset")
+    for theme in themes:
+        cells = "".join(f"{count(asset, kind, theme):>9}" for asset, kind, _ in THEME_STAGES)
+        m = db.latest_materialization("sparkle_dataset", theme)
+        where = json.loads(m["summary"])["root"] + f"/prompts/{theme}_train.csv" if m else "(not exported)"
+        print(f"  {theme:<10}{cells}   {where}")
 
 
 def cmd_ui(args) -> int:
@@ -133,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize the whole asset graph")
     run.add_argument("--folder", action="append", default=[], help="a folder of source videos (repeatable)")
     run.add_argument("--csv", action="append", default=[], help="a Sparkle / Kiwi-Edit CSV (repeatable)")
+    run.add_argument("--release", action="append", default=[],
+                     help="a Sparkle release folder (prompts/{theme}_train.csv ...) as a source (repeatable)")
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
     run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
     run.set_defaults(fn=cmd_run)

@@ -1,7 +1,9 @@
-"""The sparkle code location: every asset, job, sensor and resource, exposed as `defs`.
+"""The sparkle code location: every asset, check, job, schedule, sensor and resource, exposed as `defs`.
 
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
-per-theme stages, partitioned by `theme`) and `sparkle_main` (both, for one theme partition).
+per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition) and
+`refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
+runs for every theme partition.
 """
 
 from __future__ import annotations
@@ -10,18 +12,27 @@ import dagster as dg
 
 from .background_plates import background_plates
 from .background_videos import background_videos
+from .bench_split import bench_split
 from .clean_backgrounds import clean_backgrounds
+from .curated_pairs import curated_pairs, curated_pairs_have_masks, curated_pairs_pass_rates
 from .edited_first_frames import edited_first_frames
+from .edited_videos import edited_videos
 from .foreground_masks import foreground_masks, foreground_masks_quality
+from .guidance_videos import guidance_videos
 from .instructions import instructions
+from .pair_scores import pair_scores
 from .resources import default_resources
 from .source_clips import source_clips
+from .sparkle_dataset import sparkle_dataset, sparkle_dataset_files
 from .static_clips import static_clips
-from .themes import theme_taxonomy
+from .themes import theme_partitions, theme_taxonomy
 
 THEME_INDEPENDENT = [source_clips, static_clips, foreground_masks, clean_backgrounds]
-THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos]
+CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]
+THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos, guidance_videos,
+                edited_videos, pair_scores, *CHEAP_ASSETS]
 ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
+CHECKS = [foreground_masks_quality, curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 theme_independent = dg.define_asset_job(
     "theme_independent", selection=dg.AssetSelection.assets(*THEME_INDEPENDENT),
@@ -32,7 +43,21 @@ theme_assets = dg.define_asset_job(
 sparkle_main = dg.define_asset_job(
     "sparkle_main", selection=dg.AssetSelection.assets(*ALL_ASSETS),
     description="The whole graph for one theme partition (theme-independent work is reused when unchanged).")
+refilter = dg.define_asset_job(
+    "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,
+    description="Thresholds re-applied to the stored scores, then the export and bench split: no video decoded.")
 
-defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=[foreground_masks_quality],
-                      jobs=[theme_independent, theme_assets, sparkle_main], sensors=[theme_taxonomy],
-                      resources=default_resources())
+
+@dg.schedule(job=refilter, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Every night, one `refilter` run per theme partition.")
+def nightly_refilter(context: dg.ScheduleEvaluationContext):
+    date = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
+    themes = context.instance.get_dynamic_partitions(theme_partitions.name)
+    if not themes:
+        return dg.SkipReason("no theme partitions registered yet")
+    return [dg.RunRequest(run_key=f"refilter-{theme}-{date}", partition_key=theme) for theme in sorted(themes)]
+
+
+defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=CHECKS,
+                      jobs=[theme_independent, theme_assets, sparkle_main, refilter], schedules=[nightly_refilter],
+                      sensors=[theme_taxonomy], resources=default_resources())

@@ -20,12 +20,12 @@ from sparkle_model.edit_scores import score_edit
 from sparkle_model.first_frame_edit import background_layer, composite, edit_first_frame, feather_radius, feathered
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.taxonomy import Scene
-from sparkle_model.video import read_png, write_png
+from sparkle_model.video import first_frame, read_png, write_png
 from sparkle_model.vlm import vlm_edit_score
 
 from .clean_backgrounds import clean_background_rows
 from .clipstep import ClipInput, run_clip_step
-from .instructions import current_by_clip, first_frame, instructions, theme_clips
+from .instructions import current_by_clip, instructions, theme_clips
 from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
                         VlmResource)
 from .steps import contact_sheet_metadata, finish_step, histogram_md

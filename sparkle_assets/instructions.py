@@ -15,7 +15,7 @@ import dagster as dg
 from sparkle_model.instructions import (MAX_CHARS, MIN_CHARS, InstructionPlan, describe_original,
                                         plan_instructions, write_instruction)
 from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import iter_frames
+from sparkle_model.video import first_frame
 from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
 
 from .clean_backgrounds import clean_backgrounds
@@ -34,12 +34,6 @@ class InstructionsConfig(dg.Config):
     """`seed` picks each clip's scene and wording; change it to draw a new set."""
 
     seed: int = 0
-
-
-def first_frame(path: Path):
-    for frame in iter_frames(path):
-        return frame
-    raise ValueError(f"{path.name} has no frames")
 
 
 def compute_instruction(out: Path, inputs: dict[str, Path], params: dict) -> dict:

@@ -9,6 +9,8 @@ Tables (their names and columns are a contract; other tools read them):
   version Dagster was given, the input data versions, and the ids of the artifacts that make it up.
 - ``score``: numeric scores per artifact and metric (for histograms and filters in SQL).
 - view ``quarantine``: inputs refused at ingest, with their reason.
+- view ``pair_metric``: one row per final pair and metric (theme, clip, pair-score and edited-video
+  ids, metric, value; NULL when not measured), what `curated_pairs` filters.
 
 DuckDB allows one writing process per file, while Dagster runs steps in parallel processes. So a
 step never writes the database directly: it writes a *fragment* (a JSON file, atomically) and then
@@ -79,6 +81,11 @@ CREATE TABLE IF NOT EXISTS score (
 );
 CREATE OR REPLACE VIEW quarantine AS
     SELECT clip_id, uri, reason, run_id, created_at FROM artifact WHERE status = 'quarantined';
+CREATE OR REPLACE VIEW pair_metric AS
+    SELECT a.theme, a.clip_id, a.id AS pair_score_id, e.parent_id AS edited_video_id, s.metric, s.value
+    FROM score s JOIN artifact a ON a.id = s.artifact_id
+    LEFT JOIN artifact_edge e ON e.child_id = a.id AND e.role = 'video'
+    WHERE a.kind = 'pair_score';
 """
 
 ARTIFACT_COLUMNS = ("id", "kind", "asset_key", "partition", "clip_id", "theme", "uri", "bytes",
@@ -257,6 +264,24 @@ class Lineage:
             r["params"] = json.loads(r["params"]) if r["params"] else {}
             r["info"] = json.loads(r["info"]) if r["info"] else {}
         return rows
+
+    def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
+        """For each artifact id: the artifacts of `kind` it was (transitively) made from."""
+        if not ids:
+            return {}
+        rows = self.query("""
+            WITH RECURSIVE walk(root, id, depth) AS (
+                SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), 0
+                UNION
+                SELECT w.root, e.parent_id, w.depth + 1 FROM artifact_edge e JOIN walk w ON e.child_id = w.id
+                WHERE w.depth < 64
+            )
+            SELECT DISTINCT w.root, a.id, a.status, a.uri FROM walk w JOIN artifact a ON a.id = w.id
+            WHERE a.kind = ? ORDER BY w.root, a.id""", [list(ids), list(ids), kind])
+        out: dict[str, list[dict]] = {i: [] for i in ids}
+        for r in rows:
+            out[r["root"]].append(r)
+        return out
 
     def _seeds(self, ref: str) -> list[str]:
         rows = self.query(

@@ -3,8 +3,8 @@
 Defaults come from environment variables so that the CLI, `dagster dev` and tests agree:
 
 - ``SPARKLE_HOME``: project home, default ``./.sparkle`` (store, lineage DB, Dagster storage);
-- ``SPARKLE_SOURCE_FOLDERS`` / ``SPARKLE_SOURCE_CSVS``: ``os.pathsep``-separated folders of videos
-  and Sparkle / Kiwi-Edit CSVs;
+- ``SPARKLE_SOURCE_FOLDERS`` / ``SPARKLE_SOURCE_CSVS`` / ``SPARKLE_SOURCE_RELEASES``:
+  ``os.pathsep``-separated folders of videos, Sparkle / Kiwi-Edit CSVs and Sparkle release folders;
 - ``SPARKLE_BUNDLED``: ``1`` (default) to include the footage bundled with installed packages;
 - ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``,
@@ -14,13 +14,16 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
   ``SPARKLE_VLM_MODEL``, ``SPARKLE_VLM_MODEL_DIR``;
 - ``SPARKLE_EDIT_BACKEND`` (``builtin`` or ``diffusers``), ``SPARKLE_EDIT_MODEL_DIR``,
   ``SPARKLE_EDIT_SCORER`` (``automatic`` or ``vlm``);
-- ``SPARKLE_VIDEO_BACKEND`` (``procedural`` or ``diffusers``), ``SPARKLE_VIDEO_MODEL_DIR``.
+- ``SPARKLE_VIDEO_BACKEND`` (``procedural`` or ``diffusers``), ``SPARKLE_VIDEO_MODEL_DIR``;
+- ``SPARKLE_FINAL_BACKEND`` (``composite`` or ``diffusers``), ``SPARKLE_FINAL_MODEL_DIR``;
+- ``SPARKLE_LPIPS_BACKBONE`` (AlexNet state dict file), ``SPARKLE_CLIP_DIR`` (CLIP model directory).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 
@@ -63,10 +66,11 @@ class SourcesResource(dg.ConfigurableResource):
 
     folders: list[str] = []
     csv_files: list[str] = []
+    releases: list[str] = []  # Sparkle release folders (with prompts/{theme}_train.csv)
     bundled: bool = True
 
     def discover(self) -> list[SourceItem]:
-        return discover(self.folders, self.csv_files, self.bundled)
+        return discover(self.folders, self.csv_files, self.bundled, self.releases)
 
 
 class ClipExecutorResource(dg.ConfigurableResource):
@@ -187,75 +191,107 @@ def _cached(key, make):
     return _MODELS[key]
 
 
-def _pipeline_settings(owner: str, backend: str, builtin: str, model_dir: str, **rest) -> dict:
-    if backend == builtin:
-        return {"name": builtin}
-    if backend != "diffusers":
-        raise ValueError(f"{owner}.backend must be '{builtin}' or 'diffusers', got {backend!r}")
-    if not (Path(model_dir or "") / "model_index.json").is_file():
-        raise ValueError(f"{owner}.backend is 'diffusers' but {owner}.model_dir ({model_dir or 'unset'}) is not a "
-                         "diffusers pipeline directory (no model_index.json): set it to a local model copy")
-    return {"name": "diffusers", "model_dir": model_dir, **rest}
+class PipelineBackendResource(dg.ConfigurableResource):
+    """What every generative step's backend resource has: a built-in CPU backend (`BUILTIN`) or
+    `diffusers`, a pipeline directory loaded with local_files_only, and its run settings."""
 
-
-class EditBackendResource(dg.ConfigurableResource):
-    """First-frame edit and foreground erase: `builtin` (procedural scenes / graded clean plates,
-    CPU) or `diffusers` (an image-edit or inpainting pipeline in `model_dir`, e.g. FLUX.2-klein).
-    `scorer`: `automatic` (edit_scores.py) or `vlm` (EditScore-style, needs the vlm resource)."""
+    BUILTIN: ClassVar[str] = "builtin"
+    OWNER: ClassVar[str] = "backend"
+    PIPELINE: ClassVar[str] = ""  # the sparkle_model.diffusion class the diffusers backend builds
 
     backend: str = "builtin"
     model_dir: str = ""
     device: str = "cpu"
     dtype: str = "float32"
-    steps: int = 28
+    steps: int = 30
     guidance: float = 4.0
-    max_side: int = 1024
+    max_side: int = 832
     offload: bool = False
+
+    def settings(self) -> dict:
+        if self.backend == self.BUILTIN:
+            return {"name": self.BUILTIN}
+        if self.backend != "diffusers":
+            raise ValueError(f"{self.OWNER}.backend must be '{self.BUILTIN}' or 'diffusers', got {self.backend!r}")
+        if not (Path(self.model_dir or "") / "model_index.json").is_file():
+            raise ValueError(f"{self.OWNER}.backend is 'diffusers' but {self.OWNER}.model_dir "
+                             f"({self.model_dir or 'unset'}) is not a diffusers pipeline directory (no "
+                             "model_index.json): set it to a local model copy")
+        return {"name": "diffusers", "model_dir": self.model_dir, "device": self.device, "dtype": self.dtype,
+                "steps": self.steps, "guidance": self.guidance, "max_side": self.max_side, "offload": self.offload}
+
+    @classmethod
+    def build(cls, settings: dict):
+        """The diffusers backend object for `settings`, or None for the built-in backend."""
+        if settings["name"] != "diffusers":
+            return None
+        from sparkle_model import diffusion
+
+        return getattr(diffusion, cls.PIPELINE)(settings["model_dir"], settings["device"], settings["steps"],
+                                                settings["guidance"], settings["dtype"], settings["offload"],
+                                                settings["max_side"])
+
+
+class EditBackendResource(PipelineBackendResource):
+    """First-frame edit and foreground erase: `builtin` (procedural scenes / graded clean plates,
+    CPU) or `diffusers` (an image-edit or inpainting pipeline in `model_dir`, e.g. FLUX.2-klein).
+    `scorer`: `automatic` (edit_scores.py) or `vlm` (EditScore-style, needs the vlm resource)."""
+
+    OWNER: ClassVar[str] = "edit_backend"
+    PIPELINE: ClassVar[str] = "DiffusersEditor"
+
+    steps: int = 28
+    max_side: int = 1024
     scorer: str = "automatic"
 
     def settings(self) -> dict:
         if self.scorer not in ("automatic", "vlm"):
             raise ValueError(f"edit_backend.scorer must be 'automatic' or 'vlm', got {self.scorer!r}")
-        return {**_pipeline_settings("edit_backend", self.backend, "builtin", self.model_dir, device=self.device,
-                                     dtype=self.dtype, steps=self.steps, guidance=self.guidance,
-                                     max_side=self.max_side, offload=self.offload), "scorer": self.scorer}
-
-    @staticmethod
-    def build(settings: dict):
-        if settings["name"] != "diffusers":
-            return None
-        from sparkle_model.diffusion import DiffusersEditor
-
-        return DiffusersEditor(settings["model_dir"], settings["device"], settings["steps"], settings["guidance"],
-                               settings["dtype"], settings["offload"], settings["max_side"])
+        return {**super().settings(), "scorer": self.scorer}
 
 
-class VideoBackendResource(dg.ConfigurableResource):
+class VideoBackendResource(PipelineBackendResource):
     """Background image-to-video: `procedural` (scene-aware animation, CPU) or `diffusers` (an
     image-to-video pipeline in `model_dir`, e.g. Wan2.2-I2V)."""
 
+    BUILTIN: ClassVar[str] = "procedural"
+    OWNER: ClassVar[str] = "video_backend"
+    PIPELINE: ClassVar[str] = "DiffusersAnimator"
+
     backend: str = "procedural"
-    model_dir: str = ""
-    device: str = "cpu"
-    dtype: str = "float32"
     steps: int = 40
     guidance: float = 3.5
-    max_side: int = 832
-    offload: bool = False
+
+
+class FinalBackendResource(PipelineBackendResource):
+    """The final edited video: `composite` (harmonised matte composite over the background video,
+    CPU) or `diffusers` (a Wan-VACE-class control-video pipeline in `model_dir`, driven by the
+    guidance video and the edited first frame)."""
+
+    BUILTIN: ClassVar[str] = "composite"
+    OWNER: ClassVar[str] = "final_backend"
+    PIPELINE: ClassVar[str] = "DiffusersGuidedGenerator"
+
+    backend: str = "composite"
+    guidance: float = 5.0
+
+
+class MetricModelsResource(dg.ConfigurableResource):
+    """Optional local models for pair metrics: `lpips_backbone` (a torchvision AlexNet state dict
+    file, enables `fg_lpips`) and `clip_dir` (a transformers CLIP directory, enables `clip_score`).
+    Unset, those metrics are reported missing."""
+
+    lpips_backbone: str = ""
+    clip_dir: str = ""
 
     def settings(self) -> dict:
-        return _pipeline_settings("video_backend", self.backend, "procedural", self.model_dir, device=self.device,
-                                  dtype=self.dtype, steps=self.steps, guidance=self.guidance, max_side=self.max_side,
-                                  offload=self.offload)
-
-    @staticmethod
-    def build(settings: dict):
-        if settings["name"] != "diffusers":
-            return None
-        from sparkle_model.diffusion import DiffusersAnimator
-
-        return DiffusersAnimator(settings["model_dir"], settings["device"], settings["steps"], settings["guidance"],
-                                 settings["dtype"], settings["offload"], settings["max_side"])
+        if self.lpips_backbone and not Path(self.lpips_backbone).is_file():
+            raise ValueError(f"metric_models.lpips_backbone ({self.lpips_backbone}) is not a file: set it to a "
+                             "torchvision AlexNet state dict (alexnet-owt-7be5be79.pth) or leave it empty")
+        if self.clip_dir and not (Path(self.clip_dir) / "config.json").is_file():
+            raise ValueError(f"metric_models.clip_dir ({self.clip_dir}) has no config.json: set it to a local "
+                             "transformers CLIP model directory or leave it empty")
+        return {"lpips_backbone": self.lpips_backbone, "clip_dir": self.clip_dir}
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
@@ -265,6 +301,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "lineage": LineageResource(home=home),
         "sources": SourcesResource(folders=_env_list("SPARKLE_SOURCE_FOLDERS"),
                                    csv_files=_env_list("SPARKLE_SOURCE_CSVS"),
+                                   releases=_env_list("SPARKLE_SOURCE_RELEASES"),
                                    bundled=os.environ.get("SPARKLE_BUNDLED", "1") != "0"),
         "clip_executor": ClipExecutorResource(kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"),
                                               workers=int(os.environ.get("SPARKLE_WORKERS", "2"))),
@@ -285,4 +322,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "video_backend": VideoBackendResource(backend=os.environ.get("SPARKLE_VIDEO_BACKEND", "procedural"),
                                               model_dir=os.environ.get("SPARKLE_VIDEO_MODEL_DIR", ""),
                                               device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+        "final_backend": FinalBackendResource(backend=os.environ.get("SPARKLE_FINAL_BACKEND", "composite"),
+                                              model_dir=os.environ.get("SPARKLE_FINAL_MODEL_DIR", ""),
+                                              device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+        "metric_models": MetricModelsResource(lpips_backbone=os.environ.get("SPARKLE_LPIPS_BACKBONE", ""),
+                                              clip_dir=os.environ.get("SPARKLE_CLIP_DIR", "")),
     }

@@ -1,4 +1,5 @@
-"""Where source videos come from: a folder, a Sparkle / Kiwi-Edit CSV, or the bundled samples.
+"""Where source videos come from: a folder, a Sparkle / Kiwi-Edit CSV, a Sparkle release folder, or
+the bundled samples.
 
 Discovery only lists candidate files (with a clip id and, from a CSV, the prompt); whether a file is
 a usable video is decided at ingest, where bad files are quarantined with a reason.
@@ -39,7 +40,7 @@ def discover_folder(folder: str | Path) -> list[SourceItem]:
 
 def discover_csv(csv_path: str | Path) -> list[SourceItem]:
     """Rows of a Sparkle / Kiwi-Edit training CSV (prompt,src_video,tgt_video,task); paths are
-    relative to the CSV's folder."""
+    relative to the CSV's folder, or for a release's `prompts/{theme}_train.csv`, to the release root."""
     csv_path = Path(csv_path).expanduser().resolve()
     if not csv_path.is_file():
         raise SourceConfigError(f"source CSV does not exist: {csv_path}")
@@ -54,10 +55,23 @@ def discover_csv(csv_path: str | Path) -> list[SourceItem]:
             src = (row.get("src_video") or "").strip()
             if not src:
                 raise SourceConfigError(f"{csv_path}:{n}: empty src_video")
-            path = (csv_path.parent / src).resolve()
+            base = csv_path.parent.parent if csv_path.parent.name == "prompts" else csv_path.parent
+            path = (base / src).resolve()
             clip_id = (row.get("task") or "").strip() or Path(src).stem
             items.append(SourceItem(str(path), clip_id, f"csv:{csv_path}", row.get("prompt") or None))
     return items
+
+
+def discover_release(root: str | Path) -> list[SourceItem]:
+    """The source videos of a Sparkle release folder (the real one from Hugging Face, or our export),
+    with their prompts; read with `sparkle_bench.sparkle_format.read_release`."""
+    from sparkle_bench.sparkle_format import ReleaseFormatError, read_release
+
+    try:
+        rows = read_release(root, require_files=False)
+    except ReleaseFormatError as exc:
+        raise SourceConfigError(str(exc)) from exc
+    return [SourceItem(str(r.src_video), r.task, f"release:{Path(root).resolve()}", r.prompt) for r in rows]
 
 
 def bundled_samples() -> list[SourceItem]:
@@ -75,13 +89,16 @@ def bundled_samples() -> list[SourceItem]:
     return items
 
 
-def discover(folders: list[str], csv_files: list[str], bundled: bool) -> list[SourceItem]:
+def discover(folders: list[str], csv_files: list[str], bundled: bool,
+             releases: list[str] = ()) -> list[SourceItem]:
     """All candidates from the configured sources, with clip ids made unique."""
     items: list[SourceItem] = []
     for folder in folders:
         items += discover_folder(folder)
     for csv_file in csv_files:
         items += discover_csv(csv_file)
+    for release in releases:
+        items += discover_release(release)
     if bundled:
         items += bundled_samples()
     seen_paths: set[str] = set()

@@ -15,6 +15,7 @@ inside the root; anything that would escape it raises StoreError. No Dagster imp
 from __future__ import annotations
 
 import contextlib
+import shutil
 import hashlib
 import json
 import os
@@ -60,6 +61,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish_file(src: Path, dst: Path) -> None:
+    """Make `dst` a copy of `src` (a hard link when both are on one filesystem), atomically; an
+    existing `dst` that already is `src` is left alone."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 

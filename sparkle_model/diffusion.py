@@ -6,6 +6,8 @@
   foreground back.
 - `DiffusersAnimator`: image-to-video (Wan2.2 I2V, CogVideoX I2V, LTX...): a plate and a prompt in,
   `n_frames` frames out.
+- `DiffusersGuidedGenerator`: the final edit (Wan-VACE class): the decoupled Canny guidance video
+  and the edited first frame in, the edited video out.
 
 Pipelines load with ``local_files_only=True`` (nothing is downloaded) once per process and
 directory. Sizes are snapped to multiples of 16 within `max_side` and results resized back.
@@ -63,6 +65,15 @@ def _generator(pipe, seed: int):
     return torch.Generator(device="cpu").manual_seed(int(seed) % (2 ** 63))
 
 
+def _video_out(frames, n: int, h: int, w: int) -> np.ndarray:
+    """A pipeline's float frames as (n, h, w, 3) uint8, checking the frame count."""
+    frames = (np.clip(np.asarray(frames, np.float32), 0, 1) * 255).round().astype(np.uint8)
+    if len(frames) != n:
+        raise DiffusionError(f"the pipeline returned {len(frames)} frames, {n} were asked for "
+                             "(video models often need 4k+1 frames)")
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
 class DiffusersEditor:
     def __init__(self, model_dir: str, device: str = "cpu", steps: int = 28, guidance: float = 4.0,
                  dtype: str = "float32", offload: bool = False, max_side: int = 1024):
@@ -112,8 +123,31 @@ class DiffusersAnimator:
                         prompt=prompt, height=ph, width=pw, num_frames=n_frames,
                         num_inference_steps=self.steps, guidance_scale=self.guidance,
                         generator=_generator(self.pipe, seed), output_type="np").frames[0]
-        frames = (np.clip(np.asarray(out, np.float32), 0, 1) * 255).round().astype(np.uint8)
-        if len(frames) != n_frames:
-            raise DiffusionError(f"the pipeline returned {len(frames)} frames, {n_frames} were asked for "
-                                 "(video models often need 4k+1 frames)")
-        return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames])
+        return _video_out(out, n_frames, h, w)
+
+
+class DiffusersGuidedGenerator:
+    """Control-video generation (Wan-VACE class: `video` + `mask` inputs): the edited first frame is
+    kept (mask black on frame 0) and every later frame is generated under the guidance video."""
+
+    def __init__(self, model_dir: str, device: str = "cpu", steps: int = 30, guidance: float = 5.0,
+                 dtype: str = "float32", offload: bool = False, max_side: int = 832):
+        self.pipe = load_pipeline(model_dir, "final_backend.model_dir", device, dtype, offload)
+        if not all(_accepts(self.pipe, name) for name in ("video", "mask", "num_frames")):
+            raise DiffusionError(f"{type(self.pipe).__name__} in {model_dir} takes no control video and mask: "
+                                 "final_backend.model_dir needs a Wan-VACE-class pipeline")
+        self.steps, self.guidance, self.max_side = steps, guidance, max_side
+
+    def generate(self, guidance: np.ndarray, first_frame: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+        """(n, H, W, 3) uint8 at the guidance's size; frame 0 follows `first_frame`."""
+        from PIL import Image
+
+        n, h, w = guidance.shape[:3]
+        ph, pw = _snap(h, w, self.max_side)
+        frames = [first_frame, *guidance[1:]]
+        video = [Image.fromarray(cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA)) for f in frames]
+        mask = [Image.new("L", (pw, ph), 0)] + [Image.new("L", (pw, ph), 255)] * (n - 1)
+        out = self.pipe(video=video, mask=mask, prompt=prompt, height=ph, width=pw, num_frames=n,
+                        num_inference_steps=self.steps, guidance_scale=self.guidance,
+                        generator=_generator(self.pipe, seed), output_type="np").frames[0]
+        return _video_out(out, n, h, w)

@@ -79,6 +79,13 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def first_frame(path: str | os.PathLike) -> np.ndarray:
+    """Frame 0 of a video (decodes only that frame)."""
+    for frame in iter_frames(path):
+        return frame
+    raise VideoError(f"{Path(path).name} has no frames")
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
     """All frames (or the first max_frames) as one (T, H, W, 3) uint8 array."""
     frames = []

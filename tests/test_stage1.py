@@ -133,11 +133,13 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "sparkle run succeeded" in first.stdout and "quarantined=3" in first.stdout
     for theme in ("location", "season", "style", "time"):
-        assert f"background_videos    {theme}" in first.stdout
-    assert (home / "contact_sheets" / "location" / "background_videos.png").is_file()
+        line = [ln for ln in first.stdout.splitlines() if ln.startswith(f"  {theme} ")][0]
+        assert line.split()[-1] == str(home / "dataset" / "prompts" / f"{theme}_train.csv"), line
+        assert (home / "dataset" / "prompts" / f"{theme}_train.csv").is_file()
+    assert (home / "contact_sheets" / "location" / "edited_videos.png").is_file()
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert second.returncode == 0
-    assert "reused=3" in second.stdout and "computed=0" in second.stdout
+    assert "reused=" in second.stdout and "computed=0" in second.stdout
     assert not re.search(r"computed=[1-9]", second.stdout), second.stdout
     runs = subprocess.run([sys.executable, "-m", "dagster", "run", "list"], capture_output=True, text=True,
                           env={**env, "DAGSTER_HOME": str(REPO), "SPARKLE_HOME": str(home),

@@ -10,15 +10,19 @@ import shutil
 import dagster as dg
 import pytest
 
-from sparkle_assets.definitions import THEME_ASSETS, THEME_INDEPENDENT, defs, theme_taxonomy
+from sparkle_assets.curated_pairs import curated_pairs_have_masks, curated_pairs_pass_rates
+from sparkle_assets.definitions import CHEAP_ASSETS, THEME_ASSETS, THEME_INDEPENDENT, defs, theme_taxonomy
 from sparkle_assets.lineage import Lineage
-from sparkle_assets.resources import EditBackendResource, VideoBackendResource, VlmResource, default_resources
+from sparkle_assets.resources import (EditBackendResource, FinalBackendResource, MetricModelsResource,
+                                      VideoBackendResource, VlmResource, default_resources)
+from sparkle_assets.sparkle_dataset import sparkle_dataset_files
 
 from conftest import REPO
 from sparkle_model.video import write_video
 from test_theme_models import FakeChatServer
 
 SMALL = {"ops": {"source_clips": {"config": {"max_side": 128, "max_frames": 17}}}}
+THEME_CHECKS = [curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 
 def make_subject_clip(path, seed: int, frames: int = 17, size=(128, 96)):
@@ -70,10 +74,10 @@ def run_sensor(instance):
     return result
 
 
-def build_theme(instance, resources, theme, run_config=None):
-    result = dg.materialize(THEME_ASSETS, resources=resources, partition_key=theme, instance=instance,
-                            run_config=run_config or {})
-    assert result.success
+def build_theme(instance, resources, theme, run_config=None, assets=None, ok=True):
+    result = dg.materialize([*(assets or THEME_ASSETS), *THEME_CHECKS], resources=resources, partition_key=theme,
+                            instance=instance, run_config=run_config or {}, raise_on_error=False)
+    assert result.success == ok
     return result
 
 
@@ -122,7 +126,7 @@ def test_rerun_reuses_and_thresholds_rejudge_without_recompute(project):
     run_sensor(instance)
     build_theme(instance, resources, "time")
     again = build_theme(instance, resources, "time")
-    assert all(v["computed"] == 0 for v in summary(db, again.run_id).values())
+    assert all(v.get("computed", 0) == 0 for v in summary(db, again.run_id).values())
     strict = build_theme(instance, resources, "time", {"ops": {"edited_first_frames": {"config": {"min_edit_score": 10.0}}}})
     s = summary(db, strict.run_id)
     assert s[("edited_first_frames", "time")]["computed"] == 0
@@ -138,7 +142,7 @@ def test_rerun_reuses_and_thresholds_rejudge_without_recompute(project):
 def test_real_backends_through_the_assets(project, tmp_path):
     """The diffusers edit and image-to-video pipelines (tiny random weights) and a VLM endpoint run
     inside the theme assets; this checks plumbing, not picture quality."""
-    from tiny_models import build_tiny_inpaint, build_tiny_wan_i2v
+    from tiny_models import build_random_alexnet, build_tiny_clip, build_tiny_inpaint, build_tiny_vace, build_tiny_wan_i2v
 
     instance, resources, db, _ = project
     run_sensor(instance)
@@ -152,8 +156,17 @@ def test_real_backends_through_the_assets(project, tmp_path):
                "edit_backend": EditBackendResource(backend="diffusers", model_dir=str(build_tiny_inpaint(tmp_path / "inp")),
                                                    steps=2, max_side=64, scorer="vlm"),
                "video_backend": VideoBackendResource(backend="diffusers", model_dir=str(build_tiny_wan_i2v(tmp_path / "i2v")),
-                                                     steps=2, max_side=64)}
-        result = build_theme(instance, res, "location")
+                                                     steps=2, max_side=64),
+               "final_backend": FinalBackendResource(backend="diffusers", model_dir=str(build_tiny_vace(tmp_path / "vace")),
+                                                     steps=2, max_side=64),
+               "metric_models": MetricModelsResource(lpips_backbone=str(build_random_alexnet(tmp_path / "alex.pth")),
+                                                     clip_dir=str(build_tiny_clip(tmp_path / "clip")))}
+        # random weights make noise videos: judge only that they were made and scored
+        loose = {"ops": {"background_videos": {"config": {"min_background_motion": 0.0}},
+                         "curated_pairs": {"config": {"min_fg_structure": None, "max_fg_motion_error": None,
+                                                      "max_warp_error": None, "max_flicker": None,
+                                                      "min_background_dynamics": None, "min_pass_rate": 0.0}}}}
+        result = build_theme(instance, res, "location", loose)
     finally:
         server.close()
     s = summary(db, result.run_id)
@@ -164,6 +177,13 @@ def test_real_backends_through_the_assets(project, tmp_path):
     assert edits and all(r["info"]["score"]["scorer"] == "vlm" for r in edits)
     videos = db.current_artifacts("background_videos", "location", status=None, kind="background_video")
     assert len(videos) == 2 and all(v["info"]["frames"] == 17 for v in videos)
+    edited = db.current_artifacts("edited_videos", "location", kind="edited_video")
+    assert len(edited) == 2 and all(v["info"]["backend"] == "diffusers" and v["info"]["frames"] == 17 for v in edited)
+    metrics = db.query("SELECT metric, count(value) AS n FROM pair_metric WHERE theme = 'location' GROUP BY metric")
+    measured = {r["metric"]: r["n"] for r in metrics}
+    assert measured["clip_score"] == 2 and measured["fg_lpips"] == 2 and measured["edit_score"] == 2
+    frames = db.current_artifacts("pair_scores", "location", kind="pair_score")[0]["info"]["edit_score_frames"]
+    assert [f["frame"] for f in frames] == [1, 4, 7, 10] and all(f["scorer"] == "vlm" for f in frames)
 
 
 def test_bad_configuration_and_missing_model_are_clear(project):
@@ -182,5 +202,92 @@ def test_bad_configuration_and_missing_model_are_clear(project):
 
 
 def test_definitions_expose_jobs_and_sensor():
-    assert {j.name for j in defs.jobs} >= {"theme_independent", "theme_assets", "sparkle_main"}
+    assert {j.name for j in defs.jobs} >= {"theme_independent", "theme_assets", "sparkle_main", "refilter"}
     assert defs.resolve_sensor_def("theme_taxonomy") is not None
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_final_stage_export_reads_back_and_refilters_without_decoding(project, monkeypatch):
+    import cv2
+
+    from sparkle_bench.sparkle_format import read_bench, read_release
+    from sparkle_assets.store import file_sha256
+
+    instance, resources, db, _ = project
+    run_sensor(instance)
+    build_theme(instance, resources, "time")
+    root = db.db_path.parent / "dataset"
+    rows = read_release(root, ["time"])
+    exported = db.current_artifacts("sparkle_dataset", "time", kind="dataset_row")
+    assert len(rows) == 2 and {r.task for r in rows} == {e["info"]["task"] for e in exported}
+    assert [list(r) for r in read_csv(root / "prompts" / "time_train.csv")][0] == ["prompt", "src_video", "tgt_video",
+                                                                                 "task"]
+    manifest = json.loads((root / "release_manifest" / "time.json").read_text())
+    videos = {v["id"]: v for v in db.current_artifacts("edited_videos", "time", kind="edited_video")}
+    for row, entry in zip(sorted(rows, key=lambda r: r.task), sorted(manifest["rows"], key=lambda m: m["task"])):
+        assert row.task == entry["task"] and len(row.intermediates) == 6
+        assert row.metadata["chosen_keyword"] and row.metadata["edit_type"] == "time"
+        assert file_sha256(row.tgt_video) == entry["files"]["tgt_video"]["sha256"] == \
+            videos[entry["lineage"]["edited_video"]]["content_hash"]
+        assert {r["id"] for r in db.sources_of(entry["lineage"]["curated_pair"])} >= \
+            {entry["lineage"]["foreground_mask"], entry["lineage"]["source_clip"], entry["lineage"]["guidance_video"]}
+        assert set(row.scores) == {"edited_frame0_score", "edited_frame0_foreground_removed_score",
+                                   "edited_video_score"}
+    assert len(manifest["content_hash"]) == 64
+
+    # a stricter threshold, re-applied by the cheap assets only: no video may be opened
+    opened = []
+
+    def no_decoding(*args, **kwargs):
+        opened.append(args)
+        raise AssertionError("the refilter tried to decode a video")
+
+    monkeypatch.setattr(cv2, "VideoCapture", no_decoding)
+    strict = {"ops": {"curated_pairs": {"config": {"min_edit_score": 10.0, "rate_min_pairs": 2}}}}
+    blocked = build_theme(instance, resources, "time", strict, assets=CHEAP_ASSETS, ok=False)
+    check = [e for e in blocked.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+             and e.event_specific_data.asset_check_key.name == "curated_pairs_pass_rates"][0]
+    assert not check.event_specific_data.passed  # pass rate 0 < 0.05 over 2 pairs: the export is blocked
+    assert len(read_release(root, ["time"])) == 2  # ...and the previous export is untouched
+    strict["ops"]["curated_pairs"]["config"]["min_pass_rate"] = 0.0
+    result = build_theme(instance, resources, "time", strict, assets=CHEAP_ASSETS)
+    assert opened == []
+    s = summary(db, result.run_id)
+    assert s[("curated_pairs", "time")] ["kept"] == 0 and s[("sparkle_dataset", "time")]["rows"] == 0
+    assert s[("bench_split", "time")]["rows"] == 2
+    assert read_release(root, ["time"]) == [] and not list((root / "time" / "edited_video").glob("*.mp4"))
+    bench = read_bench(db.db_path.parent / "bench", ["time"])
+    dropped = db.current_artifacts("curated_pairs", "time", status="dropped")
+    assert len(bench) == 2 and all(b.original_video.is_file() for b in bench)
+    assert all("edit_score" in d["reason"] and "(need >= 10.0)" in d["reason"] for d in dropped)
+    assert all(b.metadata["failed_filter"] for b in bench)
+    unmeasured = build_theme(instance, resources, "time", {"ops": {"curated_pairs": {"config": {"min_clip_score": 20}}}},
+                             assets=CHEAP_ASSETS, ok=False)
+    failure = [e for e in unmeasured.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "clip_score is not measured" in str(failure.event_specific_data.error.message)
+
+
+def test_nightly_schedule_requests_one_cheap_run_per_theme(home):
+    from datetime import datetime, timezone
+
+    from sparkle_assets.definitions import nightly_refilter
+
+    when = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
+    with dg.instance_for_test() as instance:
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            assert isinstance(nightly_refilter(ctx), dg.SkipReason)  # no theme registered yet
+        run_sensor(instance)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            requests = nightly_refilter(ctx)
+    assert sorted(r.partition_key for r in requests) == ["location", "season", "style", "time"]
+    assert len({r.run_key for r in requests}) == 4 and all("2026-11-25" in r.run_key for r in requests)
+    job = defs.resolve_job_def(nightly_refilter.job_name)
+    assert job.name == "refilter"
+    assert set(job.asset_layer.executable_asset_keys) == {a.key for a in CHEAP_ASSETS}
+    assert {a.key.path[-1] for a in CHEAP_ASSETS} == {"curated_pairs", "sparkle_dataset", "bench_split"}

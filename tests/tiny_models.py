@@ -57,10 +57,10 @@ def build_tiny_inpaint(out: Path) -> Path:
     return out
 
 
-def build_tiny_wan_i2v(out: Path) -> Path:
-    """A Wan2.2-style WanImageToVideoPipeline (no image encoder) with random tiny weights."""
+def _tiny_wan_parts():
+    """The VAE, text encoder and tokenizer every tiny Wan pipeline shares."""
     import torch
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(0)
@@ -68,12 +68,60 @@ def build_tiny_wan_i2v(out: Path) -> Path:
                            temperal_downsample=[False, True, True])
     text = UMT5EncoderModel(UMT5Config(vocab_size=32, d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
                                        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))
+    return {"vae": vae, "text_encoder": text, "tokenizer": _word_tokenizer()}
+
+
+def build_tiny_wan_i2v(out: Path) -> Path:
+    """A Wan2.2-style WanImageToVideoPipeline (no image encoder) with random tiny weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+
+    parts = _tiny_wan_parts()
     transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
                                         in_channels=36, out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32,
                                         num_layers=1, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
                                         rope_max_seq_len=32)
-    pipe = WanImageToVideoPipeline(tokenizer=_word_tokenizer(), text_encoder=text, vae=vae,
-                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=None,
-                                   image_encoder=None, transformer=transformer)
-    pipe.save_pretrained(out)
+    WanImageToVideoPipeline(**parts, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), image_processor=None,
+                            image_encoder=None, transformer=transformer).save_pretrained(out)
+    return out
+
+
+def build_tiny_vace(out: Path) -> Path:
+    """A Wan-VACE control-video pipeline (WanVACEPipeline) with random tiny weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    parts = _tiny_wan_parts()
+    transformer = WanVACETransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                            in_channels=16, out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32,
+                                            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                            rope_max_seq_len=32, vace_layers=[0], vace_in_channels=96)
+    WanVACEPipeline(**parts, transformer=transformer,
+                    scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0)).save_pretrained(out)
+    return out
+
+
+def build_tiny_clip(out: Path) -> Path:
+    """A transformers CLIPModel + CLIPProcessor directory with random tiny weights."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0,
+                                     "eos_token_id": 1, "pad_token_id": 1},
+                        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                        projection_dim=8)
+    CLIPModel(config).save_pretrained(out)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=_clip_tokenizer()).save_pretrained(out)
+    return out
+
+
+def build_random_alexnet(out: Path) -> Path:
+    """A torchvision AlexNet state dict with random weights, saved like the real backbone file."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), out)
     return out

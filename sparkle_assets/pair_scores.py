@@ -1,0 +1,109 @@
+"""`pair_scores` (per theme): the expensive, score-only step over each final pair.
+
+Per edited video: every `sparkle_bench.metrics.PAIR_METRICS` entry (foreground integrity, motion
+consistency, background dynamics, temporal consistency, visual quality, instruction alignment
+when a CLIP model is configured) plus the paper's final filter score, EditScore-style on four
+non-first frames (`edit_score` = their mean overall; VLM-judged when `edit_backend.scorer` is `vlm`).
+The record is a JSON file; every value is also a row of DuckDB's `score` table (NULL when the
+metric is not measured here), read through the `pair_metric` view. Nothing is decided here:
+`curated_pairs` applies the thresholds.
+"""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from sparkle_bench.metrics import PAIR_METRICS, IqaModels, pair_metrics, sample_indices
+from sparkle_model.edit_scores import score_edit
+from sparkle_model.masks import load_mask_npz
+from sparkle_model.video import read_video
+
+from .clipstep import ClipInput, run_clip_step
+from .edited_first_frames import SCORE_BINS, score_with
+from .edited_videos import edited_videos
+from .guidance_videos import current_rows
+from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
+                        MetricModelsResource, VlmResource)
+from .steps import finish_step, histogram_md
+from .themes import theme_partitions
+
+CODE_VERSION = "pair_scores-1"
+ROLES = ("clip", "mask", "instruction", "video")
+EDIT_SCORE_PARTS = ("overall", "prompt_following", "consistency", "perceptual_quality")
+
+
+def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
+    record = json.loads(inputs["instruction"].read_text())
+    source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
+    masks = load_mask_npz(inputs["mask"])
+    models = IqaModels(**params["models"])
+    metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
+                           models)
+    frames = []
+    for i in sample_indices(min(len(source), len(edited))):
+        m = masks[min(i, len(masks) - 1)]
+        score = score_with(params, source[i], edited[i], m, record["instruction"],
+                           "replace the background of this video frame, keep the subject",
+                           lambda: score_edit(source[i], edited[i], m))
+        frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"]})
+    edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
+    result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
+              "chosen_keyword": record["chosen_keyword"]}
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def pair_score_rows(batch) -> list[tuple[str, str, float | None]]:
+    """(artifact id, metric, value) for every ok row: each pair metric and the edit-score parts."""
+    rows = []
+    for row in batch.artifacts:
+        if row.status == "ok":
+            rows += [(row.id, name, row.info["metrics"].get(name)) for name in PAIR_METRICS]
+            rows += [(row.id, f"edit_score_{part}" if part != "overall" else "edit_score", row.info["edit_score"][part])
+                     for part in EDIT_SCORE_PARTS]
+    return rows
+
+
+@dg.asset(
+    deps=[edited_videos],
+    partitions_def=theme_partitions,
+    code_version=CODE_VERSION,
+    group_name="theme",
+    kinds={"duckdb"},
+    description="Expensive per-pair scores (foreground integrity, motion consistency, background dynamics, "
+                "temporal consistency, visual quality, instruction alignment, 4-frame edit score) into DuckDB.",
+)
+def pair_scores(context: dg.AssetExecutionContext, edit_backend: EditBackendResource, vlm: VlmResource,
+                metric_models: MetricModelsResource, artifact_store: ArtifactStoreResource, lineage: LineageResource,
+                clip_executor: ClipExecutorResource) -> dg.MaterializeResult:
+    theme = context.partition_key
+    try:
+        params = {"scorer": edit_backend.settings()["scorer"], "vlm": vlm.settings(), "models": metric_models.settings()}
+        if params["scorer"] == "vlm" and params["vlm"]["name"] == "none":
+            raise ValueError("edit_backend.scorer is 'vlm' but vlm.backend is 'none'")
+    except ValueError as exc:
+        raise dg.Failure(description=f"pair_scores[{theme}]: {exc}") from exc
+    store, db = artifact_store.store(), lineage.lineage()
+    pairs = {cid: rows for cid, rows in current_rows(db, theme).items() if all(r in rows for r in ROLES)}
+    clips = [ClipInput(cid, {r: rows[r] for r in ROLES}, {"fps": rows["clip"]["info"]["fps"]})
+             for cid, rows in pairs.items()]
+    report = run_clip_step(store=store, clips=clips, fn=compute_pair_scores, kind="pair_score", ext="json",
+                           code_version=CODE_VERSION, params=params, asset_key="pair_scores", run_id=context.run_id,
+                           partition=theme, theme=theme, executor=clip_executor.executor())
+    report.batch.scores.extend(pair_score_rows(report.batch))
+    infos = [a.info for a in report.artifacts.values()]
+    measured = {name: [i["metrics"][name] for i in infos if i["metrics"].get(name) is not None] for name in PAIR_METRICS}
+    table = "\n".join(f"| {name} | {rng} | {better} | {round(float(np.median(v)), 4) if v else 'missing'} |"
+                      for name, (rng, better, _) in PAIR_METRICS.items() for v in [measured[name]])
+    metadata = {**report.counts, "scorer": params["scorer"],
+                "missing_metrics": dg.MetadataValue.json(sorted(n for n, v in measured.items() if not v)),
+                "metrics": dg.MetadataValue.md("| metric | range | better | median |\n|---|---|---|---|\n" + table),
+                "edit_score_histogram": histogram_md([i["edit_score"]["overall"] for i in infos], SCORE_BINS),
+                "failures": dg.MetadataValue.json(report.failures)}
+    return finish_step(context, db, report.batch, asset_key="pair_scores",
+                       output_ids=[a.id for a in report.artifacts.values()],
+                       all_ids=[a.id for a in report.batch.artifacts], code_version=CODE_VERSION,
+                       summary=report.counts, metadata=metadata, partition=theme,
+                       input_assets=[("edited_videos", theme)])

@@ -1,0 +1,204 @@
+"""`sparkle_dataset` (per theme): the curated pairs exported in the Sparkle / Kiwi-Edit release layout.
+
+Every kept pair of `curated_pairs` becomes a training row (`prompts/{theme}_train.csv` and its
+metadata JSONL), with its videos and the pipeline's intermediates under `intermediate_data/{theme}/`
+(layout: `sparkle_bench.sparkle_format`). Files are hard links to the artifact store where possible
+(copies otherwise), each placed atomically; CSV and JSONL files are written after the files they
+name, and files of pairs no longer curated are removed last. `release_manifest/{theme}.json` lists
+each row's files with their sha256 and the lineage ids behind it, plus a content hash of the whole
+theme. Nothing is decoded: this runs nightly after `curated_pairs`.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from sparkle_bench.sparkle_format import (INTERMEDIATES, TRAIN_COLUMNS, ReleaseFormatError, csv_text, jsonl_text,
+                                          read_release, train_paths)
+
+from .clean_backgrounds import source_frame0_rows
+from .curated_pairs import curated_pairs
+from .guidance_videos import current_rows
+from .instructions import current_by_clip
+from .lineage import ArtifactRow, LineageBatch, now_iso
+from .resources import ArtifactStoreResource, LineageResource
+from .steps import finish_step
+from .store import artifact_id, atomic_write_bytes, canonical_json, publish_file
+from .themes import theme_partitions
+
+CODE_VERSION = "sparkle_dataset-1"
+# release role -> role in `current_rows` (source_frame0 comes from clean_backgrounds)
+FILE_ROLES = {"src_video": "clip", "tgt_video": "video", "source_frame0": "frame0", "edited_frame0": "edited",
+              "edited_frame0_foreground_removed": "plate", "edited_background_video": "background",
+              "source_video_mask": "mask", "edited_video_canny": "guidance"}
+LINEAGE_NAMES = {"clip": "source_clip", "mask": "foreground_mask", "frame0": "source_frame0",
+                 "instruction": "instruction", "edited": "edited_first_frame", "plate": "background_plate",
+                 "background": "background_video", "guidance": "guidance_video", "video": "edited_video",
+                 "scores": "pair_score"}
+
+
+class ExportConfig(dg.Config):
+    """`root`: where the export goes (default: `<SPARKLE_HOME>/dataset` or `/bench`)."""
+
+    root: str = ""
+
+
+def task_id(theme: str, clip_id: str) -> str:
+    return f"sparkle_{theme}_{clip_id}"
+
+
+def curated_records(db, theme: str, status: str) -> tuple[list[dict], dict[str, str]]:
+    """The pairs `curated_pairs` last judged `status` ('ok' or 'dropped'), each with its decision
+    (`pair`), its artifact rows by role and its instruction record; and the pairs left out, with why."""
+    rows_by_clip = current_rows(db, theme)
+    frames0 = source_frame0_rows(db)
+    scores = current_by_clip(db, "pair_scores", theme, "pair_score")
+    out, skipped = [], {}
+    for pair in db.current_artifacts("curated_pairs", theme, status=status, kind="curated_pair"):
+        cid = pair["clip_id"]
+        rows = {**rows_by_clip.get(cid, {}), "scores": scores.get(cid), "frame0": frames0.get(cid)}
+        absent = [r for r in (*FILE_ROLES.values(), "instruction", "scores") if not rows.get(r)]
+        if absent or rows["video"]["id"] != pair["info"]["edited_video_id"]:
+            skipped[cid] = f"missing current {', '.join(absent)}" if absent else "edited video changed since curation"
+            continue
+        out.append({"pair": pair, "rows": rows, "task": task_id(theme, cid)})
+    return out, skipped
+
+
+def remove_stale(folders: list[Path], keep: set[str]) -> int:
+    """Delete files in `folders` whose stem is not in `keep`; returns how many."""
+    removed = 0
+    for folder in folders:
+        for path in folder.glob("*") if folder.is_dir() else []:
+            if path.is_file() and path.stem not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def record_rows(records: list[dict], kind: str, asset_key: str, theme: str, run_id: str, params: dict,
+                infos: list[dict]) -> LineageBatch:
+    """One record-only lineage row per exported pair, linked to its curation decision and video."""
+    batch = LineageBatch()
+    for rec, info in zip(records, infos):
+        aid = artifact_id(kind, {"pair": rec["pair"]["id"]}, CODE_VERSION, params)
+        batch.artifacts.append(ArtifactRow(id=aid, kind=kind, asset_key=asset_key, partition=theme,
+                                           clip_id=rec["pair"]["clip_id"], theme=theme, code_version=CODE_VERSION,
+                                           params=params, run_id=run_id, info=info))
+        batch.edges += [(aid, rec["pair"]["id"], "pair"), (aid, rec["rows"]["video"]["id"], "video")]
+    return batch
+
+
+def score_records(task: str, rows: dict) -> dict[str, dict]:
+    """The three score JSONL records of one pair, as the release names them."""
+    video = rows["scores"]["info"]
+    frames = video["edit_score_frames"]
+    return {
+        "edited_frame0_score": {"id": task, **rows["edited"]["info"]["score"]},
+        "edited_frame0_foreground_removed_score": {"id": task, **rows["plate"]["info"]["score"]},
+        "edited_video_score": {"id": task, "frames": [f["frame"] for f in frames],
+                               "SC_score": [min(f["prompt_following"], f["consistency"]) for f in frames],
+                               "PQ_score": [f["perceptual_quality"] for f in frames],
+                               "O_score": [f["overall"] for f in frames],
+                               "mean_O_score": video["edit_score"]["overall"], "metrics": video["metrics"]},
+    }
+
+
+def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[list[dict], dict]:
+    """Write one theme's release files; returns (manifest rows, manifest)."""
+    manifest_rows, train, meta, scores = [], [], [], {}
+    for rec in records:
+        task, rows = rec["task"], rec["rows"]
+        record = json.loads(store.resolve(rows["instruction"]["uri"]).read_text())
+        paths = train_paths(theme, task)
+        files = {}
+        for role, source_role in FILE_ROLES.items():
+            src = rows[source_role]
+            publish_file(store.resolve(src["uri"]), root / paths[role])
+            files[role] = {"path": paths[role], "sha256": src["content_hash"], "bytes": src["bytes"]}
+        train.append({"prompt": record["instruction"], "src_video": paths["src_video"],
+                      "tgt_video": paths["tgt_video"], "task": task})
+        meta.append({"id": task, "prompt": record["instruction"],
+                     "metadata": {"edit_type": record["edit_type"], "chosen_keyword": record["chosen_keyword"],
+                                  "original_scene": record["original_scene"]}})
+        for name, rec_score in score_records(task, rows).items():
+            scores.setdefault(name, []).append(rec_score)
+        lineage_ids = {LINEAGE_NAMES[r]: rows[r]["id"] for r in LINEAGE_NAMES}
+        manifest_rows.append({"task": task, "files": files,
+                              "lineage": {**lineage_ids, "curated_pair": rec["pair"]["id"]}})
+    texts = {f"prompts/{theme}_train.csv": csv_text(TRAIN_COLUMNS, train),
+             f"prompts/{theme}_train_metadata.jsonl": jsonl_text(meta)}
+    for name in ("edited_frame0_score", "edited_frame0_foreground_removed_score", "edited_video_score"):
+        texts[f"intermediate_data/{theme}/{name}.jsonl"] = jsonl_text(scores.get(name, []))
+    listing = {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in texts.items()}
+    for rel, text in texts.items():
+        atomic_write_bytes(root / rel, text.encode())
+    manifest = {"theme": theme, "created_at": now_iso(), "code_version": CODE_VERSION, "rows": manifest_rows,
+                "files": listing}
+    manifest["content_hash"] = hashlib.sha256(canonical_json({"rows": manifest_rows, "files": listing}).encode()
+                                              ).hexdigest()
+    atomic_write_bytes(root / "release_manifest" / f"{theme}.json", json.dumps(manifest, indent=1).encode())
+    folders = [root / theme / "source_video", root / theme / "edited_video"] + \
+        [root / "intermediate_data" / theme / folder for folder, _ in INTERMEDIATES.values()]
+    remove_stale(folders, {r["task"] for r in records})
+    return manifest_rows, manifest
+
+
+def export_root(config_root: str, home: str, default: str) -> Path:
+    return Path(config_root or Path(home) / default).expanduser().resolve()
+
+
+@dg.asset(
+    deps=[curated_pairs],
+    partitions_def=theme_partitions,
+    code_version=CODE_VERSION,
+    group_name="theme",
+    kinds={"csv", "video"},
+    description="The curated pairs in the Sparkle / Kiwi-Edit release layout (prompts CSV + metadata JSONL, "
+                "videos, intermediate_data), with a release manifest (content hash, lineage ids per row).",
+)
+def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, artifact_store: ArtifactStoreResource,
+                    lineage: LineageResource) -> dg.MaterializeResult:
+    theme = context.partition_key
+    store, db = artifact_store.store(), lineage.lineage()
+    root = export_root(config.root, artifact_store.home, "dataset")
+    records, skipped = curated_records(db, theme, "ok")
+    manifest_rows, manifest = export_theme(store, theme, records, root)
+    batch = record_rows(records, "dataset_row", "sparkle_dataset", theme, context.run_id, {"root": str(root)},
+                        [{"task": m["task"], "tgt_video_sha256": m["files"]["tgt_video"]["sha256"]}
+                         for m in manifest_rows])
+    summary = {"rows": len(records), "skipped": len(skipped)}
+    metadata = {**summary, "root": dg.MetadataValue.path(str(root)),
+                "train_csv": dg.MetadataValue.path(str(root / "prompts" / f"{theme}_train.csv")),
+                "content_hash": manifest["content_hash"], "skipped_pairs": dg.MetadataValue.json(skipped)}
+    return finish_step(context, db, batch, asset_key="sparkle_dataset", output_ids=[a.id for a in batch.artifacts],
+                       all_ids=[a.id for a in batch.artifacts], code_version=CODE_VERSION,
+                       summary={**summary, "root": str(root), "content_hash": manifest["content_hash"]},
+                       metadata=metadata, partition=theme, input_assets=[("curated_pairs", theme)])
+
+
+@dg.asset_check(asset=sparkle_dataset, partitions_def=theme_partitions, blocking=True,
+                description="The export reads back, every path in it exists, and its rows match the lineage 1:1.")
+def sparkle_dataset_files(context: dg.AssetCheckExecutionContext, lineage: LineageResource) -> dg.AssetCheckResult:
+    theme, db = context.partition_key, lineage.lineage()
+    m = db.latest_materialization("sparkle_dataset", theme)
+    if m is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "sparkle_dataset was never materialized"})
+    root = Path(json.loads(m["summary"])["root"])
+    problems: list[str] = []
+    try:
+        rows = read_release(root, [theme], require_files=False)
+    except ReleaseFormatError as exc:
+        rows, problems = [], [str(exc)]
+    for row in rows:
+        problems += [f"{row.task}: missing {p}" for p in (row.src_video, row.tgt_video) if not p.is_file()]
+        problems += [f"{row.task}: missing {role}" for role in INTERMEDIATES if role not in row.intermediates]
+    recorded = {r["info"]["task"] for r in db.current_artifacts("sparkle_dataset", theme, kind="dataset_row")}
+    exported = {r.task for r in rows}
+    if recorded != exported:
+        problems.append(f"export rows {sorted(exported - recorded)[:5]} not in lineage; lineage rows "
+                        f"{sorted(recorded - exported)[:5]} not exported")
+    return dg.AssetCheckResult(passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"rows": len(rows), "problems": dg.MetadataValue.json(problems[:20])})

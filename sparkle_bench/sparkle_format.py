@@ -1,0 +1,171 @@
+"""The Sparkle release layout (Kiwi-Edit compatible) and Sparkle-Bench's: paths, serialisation, readers.
+
+Training release, under one root::
+
+    prompts/{theme}_train.csv               prompt,src_video,tgt_video,task (paths relative to the root)
+    prompts/{theme}_train_metadata.jsonl    {id, prompt, metadata: {edit_type, chosen_keyword, original_scene}}
+    {theme}/source_video/{id}.mp4, {theme}/edited_video/{id}.mp4
+    intermediate_data/{theme}/source_frame0/{id}.png, edited_frame0/, edited_frame0_foreground_removed/,
+        edited_background_video/{id}.mp4, source_video_mask/{id}.npz, edited_video_canny/{id}.mp4,
+        edited_frame0_score.jsonl, edited_frame0_foreground_removed_score.jsonl, edited_video_score.jsonl
+    release_manifest/{theme}.json           (ours) content hash and lineage ids behind every row
+
+Bench, under one root: `{theme}_bench.csv` (edited_type,prompt,original_video with
+`source_videos/{theme}/{id}.mp4`), `{theme}_metadata.jsonl`, `source_videos/{theme}/`, and
+optionally `ref_images/{theme}/{id}.png`. The readers accept the real release downloaded from
+Hugging Face (missing intermediates are simply absent) as well as our export.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRAIN_COLUMNS = ("prompt", "src_video", "tgt_video", "task")
+BENCH_COLUMNS = ("edited_type", "prompt", "original_video")
+# intermediate role -> (folder under intermediate_data/{theme}/, extension)
+INTERMEDIATES = {
+    "source_frame0": ("source_frame0", "png"),
+    "edited_frame0": ("edited_frame0", "png"),
+    "edited_frame0_foreground_removed": ("edited_frame0_foreground_removed", "png"),
+    "edited_background_video": ("edited_background_video", "mp4"),
+    "source_video_mask": ("source_video_mask", "npz"),
+    "edited_video_canny": ("edited_video_canny", "mp4"),
+}
+SCORE_FILES = ("edited_frame0_score", "edited_frame0_foreground_removed_score", "edited_video_score")
+
+
+class ReleaseFormatError(ValueError):
+    """A release or bench folder that does not follow the layout; the message says where."""
+
+
+def train_paths(theme: str, task: str) -> dict[str, str]:
+    """Every file of one training row, relative to the release root, by role."""
+    paths = {"src_video": f"{theme}/source_video/{task}.mp4", "tgt_video": f"{theme}/edited_video/{task}.mp4"}
+    for role, (folder, ext) in INTERMEDIATES.items():
+        paths[role] = f"intermediate_data/{theme}/{folder}/{task}.{ext}"
+    return paths
+
+
+def bench_paths(theme: str, task: str) -> dict[str, str]:
+    return {"original_video": f"source_videos/{theme}/{task}.mp4", "ref_image": f"ref_images/{theme}/{task}.png"}
+
+
+def csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{c: r[c] for c in columns} for r in rows])
+    return buf.getvalue()
+
+
+def jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ReleaseFormatError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(columns)}")
+        return list(reader)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if not path.is_file():
+        return rows
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ReleaseFormatError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+    return rows
+
+
+def _inside(root: Path, rel: str, where: str) -> Path:
+    path = (root / rel).resolve()
+    if root not in path.parents:
+        raise ReleaseFormatError(f"{where}: path {rel!r} leaves the release folder {root}")
+    return path
+
+
+@dataclass
+class ReleaseRow:
+    theme: str
+    task: str
+    prompt: str
+    src_video: Path
+    tgt_video: Path
+    metadata: dict = field(default_factory=dict)  # edit_type, chosen_keyword, original_scene
+    intermediates: dict[str, Path] = field(default_factory=dict)  # the roles present on disk
+    scores: dict[str, dict] = field(default_factory=dict)  # score file -> its record for this id
+
+
+def release_themes(root: str | Path) -> list[str]:
+    prompts = Path(root) / "prompts"
+    return sorted(p.name[: -len("_train.csv")] for p in prompts.glob("*_train.csv"))
+
+
+def read_release(root: str | Path, themes: list[str] | None = None, require_files: bool = True) -> list[ReleaseRow]:
+    """Every training row of a release folder. With `require_files`, a row whose source or edited
+    video is missing raises ReleaseFormatError (listing every missing file)."""
+    root = Path(root).expanduser().resolve()
+    if not (root / "prompts").is_dir():
+        raise ReleaseFormatError(f"{root} is not a Sparkle release folder (no prompts/ folder)")
+    out, missing = [], []
+    for theme in themes or release_themes(root):
+        csv_path = root / "prompts" / f"{theme}_train.csv"
+        if not csv_path.is_file():
+            raise ReleaseFormatError(f"{root}: no prompts/{theme}_train.csv")
+        meta = {r["id"]: r for r in read_jsonl(root / "prompts" / f"{theme}_train_metadata.jsonl")}
+        scores = {name: {r["id"]: r for r in read_jsonl(root / "intermediate_data" / theme / f"{name}.jsonl")
+                         if "id" in r} for name in SCORE_FILES}
+        for n, r in enumerate(_read_csv(csv_path, TRAIN_COLUMNS), start=2):
+            where = f"{csv_path}:{n}"
+            task = r["task"].strip()
+            row = ReleaseRow(theme=theme, task=task, prompt=r["prompt"], src_video=_inside(root, r["src_video"], where),
+                             tgt_video=_inside(root, r["tgt_video"], where),
+                             metadata=meta.get(task, {}).get("metadata", {}))
+            for role, rel in train_paths(theme, task).items():
+                if role in INTERMEDIATES and (root / rel).is_file():
+                    row.intermediates[role] = root / rel
+            row.scores = {name: by_id[task] for name, by_id in scores.items() if task in by_id}
+            missing += [f"{where}: {p}" for p in (row.src_video, row.tgt_video) if not p.is_file()]
+            out.append(row)
+    if require_files and missing:
+        raise ReleaseFormatError(f"{len(missing)} missing video file(s): " + "; ".join(missing[:5]))
+    return out
+
+
+@dataclass
+class BenchRow:
+    theme: str
+    task: str
+    prompt: str
+    original_video: Path
+    metadata: dict = field(default_factory=dict)
+
+
+def read_bench(root: str | Path, themes: list[str] | None = None) -> list[BenchRow]:
+    """Every row of a Sparkle-Bench folder (ours or the released one); source videos must exist."""
+    root = Path(root).expanduser().resolve()
+    themes = themes or sorted(p.name[: -len("_bench.csv")] for p in root.glob("*_bench.csv"))
+    out, missing = [], []
+    for theme in themes:
+        csv_path = root / f"{theme}_bench.csv"
+        meta = {r["id"]: r for r in read_jsonl(root / f"{theme}_metadata.jsonl")}
+        for n, r in enumerate(_read_csv(csv_path, BENCH_COLUMNS), start=2):
+            video = _inside(root, r["original_video"], f"{csv_path}:{n}")
+            task = video.stem
+            out.append(BenchRow(theme, task, r["prompt"], video, meta.get(task, {}).get("metadata", {})))
+            if not video.is_file():
+                missing.append(f"{csv_path}:{n}: {video}")
+    if missing:
+        raise ReleaseFormatError(f"{len(missing)} missing source video(s): " + "; ".join(missing[:5]))
+    return out
