@@ -18,9 +18,9 @@ from sparkle_model.masks import load_mask_npz
 from sparkle_model.video import iter_frames, read_png, read_video, write_video
 
 from .background_videos import pick_frames
-from .clipstep import ClipInput, run_clip_step
+from .clipstep import run_clip_step
 from .edited_first_frames import clip_sheet_rows
-from .guidance_videos import current_rows, guidance_videos
+from .guidance_videos import guidance_videos, pair_clips
 from .resources import ArtifactStoreResource, ClipExecutorResource, FinalBackendResource, LineageResource
 from .steps import contact_sheet_metadata, finish_step
 from .themes import theme_partitions
@@ -84,9 +84,8 @@ def edited_videos(context: dg.AssetExecutionContext, config: EditedVideosConfig,
     except ValueError as exc:
         raise dg.Failure(description=f"edited_videos[{theme}]: {exc}") from exc
     store, db = artifact_store.store(), lineage.lineage()
-    pairs = {cid: rows for cid, rows in current_rows(db, theme).items() if all(r in rows for r in ROLES)}
-    clips = [ClipInput(cid, {r: rows[r] for r in ROLES}, {"fps": rows["clip"]["info"]["fps"]})
-             for cid, rows in pairs.items()]
+    clips = pair_clips(db, theme, ROLES)
+    pairs = {c.clip_id: c.parents for c in clips}
     params = {"backend": settings, **config.model_dump()}
     report = run_clip_step(store=store, clips=clips, fn=compute_edited_video, kind="edited_video", ext="mp4",
                            code_version=CODE_VERSION, params=params, asset_key="edited_videos", run_id=context.run_id,

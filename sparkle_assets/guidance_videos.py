@@ -71,6 +71,12 @@ def current_rows(db, theme: str) -> dict[str, dict[str, dict]]:
     return out
 
 
+def pair_clips(db, theme: str, roles: tuple[str, ...]) -> list[ClipInput]:
+    """One ClipInput per pair of the theme that has every role in `roles` (params: the clip's fps)."""
+    return [ClipInput(cid, {r: rows[r] for r in roles}, {"fps": rows["clip"]["info"]["fps"]})
+            for cid, rows in current_rows(db, theme).items() if all(r in rows for r in roles)]
+
+
 @dg.asset(
     deps=[background_videos],
     partitions_def=theme_partitions,
@@ -89,8 +95,7 @@ def guidance_videos(context: dg.AssetExecutionContext, config: GuidanceVideosCon
     except ValueError as exc:
         raise dg.Failure(description=f"guidance_videos[{theme}]: {exc}") from exc
     store, db = artifact_store.store(), lineage.lineage()
-    clips = [ClipInput(cid, {r: rows[r] for r in ("clip", "mask", "background")}, {"fps": rows["clip"]["info"]["fps"]})
-             for cid, rows in current_rows(db, theme).items()]
+    clips = pair_clips(db, theme, ("clip", "mask", "background"))
     report = run_clip_step(store=store, clips=clips, fn=compute_guidance_video, kind="guidance_video", ext="mp4",
                            code_version=CODE_VERSION, params=config.model_dump(), asset_key="guidance_videos",
                            run_id=context.run_id, partition=theme, theme=theme, executor=clip_executor.executor())

@@ -20,10 +20,10 @@ from sparkle_model.edit_scores import score_edit
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.video import read_video
 
-from .clipstep import ClipInput, run_clip_step
+from .clipstep import run_clip_step
 from .edited_first_frames import SCORE_BINS, score_with
 from .edited_videos import edited_videos
-from .guidance_videos import current_rows
+from .guidance_videos import pair_clips
 from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
                         MetricModelsResource, VlmResource)
 from .steps import finish_step, histogram_md
@@ -86,9 +86,7 @@ def pair_scores(context: dg.AssetExecutionContext, edit_backend: EditBackendReso
     except ValueError as exc:
         raise dg.Failure(description=f"pair_scores[{theme}]: {exc}") from exc
     store, db = artifact_store.store(), lineage.lineage()
-    pairs = {cid: rows for cid, rows in current_rows(db, theme).items() if all(r in rows for r in ROLES)}
-    clips = [ClipInput(cid, {r: rows[r] for r in ROLES}, {"fps": rows["clip"]["info"]["fps"]})
-             for cid, rows in pairs.items()]
+    clips = pair_clips(db, theme, ROLES)
     report = run_clip_step(store=store, clips=clips, fn=compute_pair_scores, kind="pair_score", ext="json",
                            code_version=CODE_VERSION, params=params, asset_key="pair_scores", run_id=context.run_id,
                            partition=theme, theme=theme, executor=clip_executor.executor())
