@@ -199,6 +199,17 @@ def test_bad_configuration_and_missing_model_are_clear(project):
     res = dg.materialize(THEME_ASSETS, resources=missing, partition_key="style", instance=instance, raise_on_error=False)
     message = str([e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error.message)
     assert "video_backend.model_dir (/nowhere)" in message
+    from sparkle_assets.curated_pairs import curated_pairs
+    from sparkle_assets.edited_videos import edited_videos
+    for asset, config, expected in [
+            (edited_videos, {"harmony": 2.0}, "harmony must be in [0, 1], got 2.0"),
+            (curated_pairs, {"min_pass_rate": 0.5, "max_pass_rate": 0.2}, "need 0 <= min_pass_rate <= max_pass_rate"),
+            (curated_pairs, {"rate_min_pairs": 0}, "rate_min_pairs must be >= 1")]:
+        res = dg.materialize([asset], resources=resources, partition_key="style", instance=instance,
+                             run_config={"ops": {asset.key.path[-1]: {"config": config}}}, raise_on_error=False)
+        message = str([e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0]
+                      .event_specific_data.error.message)
+        assert expected in message, message
 
 
 def test_definitions_expose_jobs_and_sensor():
