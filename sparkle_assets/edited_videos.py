@@ -25,7 +25,7 @@ from .resources import ArtifactStoreResource, ClipExecutorResource, FinalBackend
 from .steps import contact_sheet_metadata, finish_step
 from .themes import theme_partitions
 
-CODE_VERSION = "edited_videos-1"
+CODE_VERSION = "edited_videos-2"
 ROLES = ("clip", "mask", "instruction", "edited", "background", "guidance")
 
 

@@ -4,16 +4,28 @@ Per frame: the mask is smoothed over neighbouring frames and feathered (no crawl
 and the foreground's Lab colour statistics are moved part of the way toward the new background's,
 so a night scene darkens and tints the subject (`first_frame_edit.harmonise`, the same transfer the
 first-frame edit uses). The statistics are smoothed over time with an exponential moving average,
-so the subject's grade follows slow light changes without flickering with every frame.
+so the subject's grade follows slow light changes without flickering with every frame; they are
+measured on a copy about `STATS_SIDE` pixels on its short side (means and spreads need no more).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from .first_frame_edit import colour_stats, composite, feather_radius, feathered, harmonise
+
+
+STATS_SIDE = 180
+
+
+def _small(img: np.ndarray, scale: float, nearest: bool = False) -> np.ndarray:
+    if scale >= 1:
+        return img
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
 def smoothed_mask(masks: np.ndarray, t: int) -> np.ndarray:
@@ -38,7 +50,9 @@ def composite_video(source: Iterable[np.ndarray], background: Iterable[np.ndarra
         if soft.shape != src.shape[:2] or src.shape != bg.shape:
             raise ValueError(f"frame {t}: source {src.shape}, background {bg.shape} and mask {soft.shape} differ")
         inside = soft >= 0.5
-        fg_now, bg_now = colour_stats(src, inside), colour_stats(bg, soft < 0.5)
+        scale = STATS_SIDE / min(inside.shape)
+        small_inside = _small(inside.astype(np.uint8), scale, nearest=True) > 0
+        fg_now, bg_now = colour_stats(_small(src, scale), small_inside), colour_stats(_small(bg, scale), ~small_inside)
         now = np.stack([*fg_now, *bg_now])
         stats = now if stats is None else memory * stats + (1 - memory) * now
         graded = harmonise(src, (stats[0], stats[1]), (stats[2], stats[3]), harmony)
