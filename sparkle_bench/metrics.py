@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from sparkle_model.camera_motion import WORK_WIDTH, work_gray
-from sparkle_model.edit_scores import structure_similarity
+from sparkle_model.edit_scores import local_stats, structure_similarity
 
 NIQE_MIN_SIDE = 96  # NIQE's block statistics need frames at least this large
 CUE_MOTION_FLOOR = 0.05  # % diag/s: the least background motion an instruction with motion cues asks for
@@ -97,11 +97,7 @@ def masked_ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray, sigma: float = 
     """Mean of the SSIM map (luminance, Gaussian window) over `where`."""
     if not where.any():
         return float("nan")
-    x = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    y = cv2.cvtColor(b, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    blur = lambda z: cv2.GaussianBlur(z, (0, 0), sigma)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    mx, my, vx, vy, cxy = local_stats(a, b, sigma)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return float(ssim[where].mean())

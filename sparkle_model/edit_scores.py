@@ -31,15 +31,21 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
-def structure_similarity(a: np.ndarray, b: np.ndarray, where: np.ndarray, sigma: float = 1.5) -> float:
-    """Mean of SSIM's structure term (local correlation of luminance) over `where`."""
-    if not where.any():
-        return 0.0
+def local_stats(a: np.ndarray, b: np.ndarray, sigma: float = 1.5):
+    """SSIM's Gaussian-window statistics of two RGB images' luminance: means, variances, covariance."""
     x, y = _gray(a), _gray(b)
     mx, my = cv2.GaussianBlur(x, (0, 0), sigma), cv2.GaussianBlur(y, (0, 0), sigma)
     vx = cv2.GaussianBlur(x * x, (0, 0), sigma) - mx * mx
     vy = cv2.GaussianBlur(y * y, (0, 0), sigma) - my * my
     cxy = cv2.GaussianBlur(x * y, (0, 0), sigma) - mx * my
+    return mx, my, vx, vy, cxy
+
+
+def structure_similarity(a: np.ndarray, b: np.ndarray, where: np.ndarray, sigma: float = 1.5) -> float:
+    """Mean of SSIM's structure term (local correlation of luminance) over `where`."""
+    if not where.any():
+        return 0.0
+    _, _, vx, vy, cxy = local_stats(a, b, sigma)
     c3 = (0.03 * 255) ** 2 / 2
     s = (cxy + c3) / (np.sqrt(np.maximum(vx, 0) * np.maximum(vy, 0)) + c3)
     return float(s[where].mean())
