@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sparkle_assets.lineage import Lineage
-from sparkle_assets.store import ArtifactStore
+from sparkle_assets.core.lineage import Lineage
+from sparkle_assets.core.store import ArtifactStore
 from sparkle_bench.metrics import background_motion
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.video import read_png, read_video

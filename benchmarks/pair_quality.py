@@ -22,9 +22,9 @@ import json
 import statistics
 from pathlib import Path
 
-from sparkle_assets.guidance_videos import current_rows
-from sparkle_assets.lineage import Lineage
-from sparkle_assets.store import ArtifactStore
+from sparkle_assets.core.readers import rows_by_clip
+from sparkle_assets.core.lineage import Lineage
+from sparkle_assets.core.store import ArtifactStore
 from sparkle_bench.metrics import pair_metrics
 from sparkle_model.edited_video import composite_video
 from sparkle_model.masks import load_mask_npz
@@ -50,9 +50,7 @@ def main() -> None:
     report, released = {}, {}
     for theme in themes:
         ours, static = [], []
-        for cid, rows in current_rows(db, theme).items():
-            if "video" not in rows:
-                continue
+        for cid, rows in rows_by_clip(db, theme, ("clip", "mask", "instruction", "plate", "video")).items():
             record = json.loads(store.resolve(rows["instruction"]["uri"]).read_text())
             source = list(read_video(store.resolve(rows["clip"]["uri"])))
             masks = load_mask_npz(store.resolve(rows["mask"]["uri"]))

@@ -50,7 +50,7 @@ def main() -> None:
     import imageio_ffmpeg
 
     from sparkle_assets.definitions import defs
-    from sparkle_assets.lineage import Lineage
+    from sparkle_assets.core.lineage import Lineage
 
     counts = {"video_opens": 0, "h264_writers": 0}
     real_capture, real_writer = cv2.VideoCapture, imageio_ffmpeg.write_frames

@@ -45,7 +45,7 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
 
 
 def _lineage(home: Path):
-    from .lineage import Lineage
+    from .core.lineage import Lineage
 
     return Lineage(home / "lineage.duckdb")
 
@@ -55,8 +55,8 @@ def cmd_run(args) -> int:
     import dagster as dg
 
     from .definitions import defs
-    from .resources import ThemesResource, default_themes_dir
-    from .themes import register_themes
+    from .core.resources import ThemesResource, default_themes_dir
+    from .core.themes import register_themes
 
     started = time.monotonic()
     instance = dg.DagsterInstance.get()

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .background_plates import background_plates
-from .background_videos import background_videos
-from .bench_split import bench_split
-from .clean_backgrounds import clean_backgrounds
-from .curated_pairs import curated_pairs, curated_pairs_have_masks, curated_pairs_pass_rates
-from .edited_first_frames import edited_first_frames
-from .edited_videos import edited_videos
-from .foreground_masks import foreground_masks, foreground_masks_quality
-from .guidance_videos import guidance_videos
-from .instructions import instructions
-from .pair_scores import pair_scores
-from .resources import default_resources
-from .source_clips import source_clips
-from .sparkle_dataset import sparkle_dataset, sparkle_dataset_files
-from .static_clips import static_clips
-from .themes import theme_partitions, theme_taxonomy
+from .core.resources import default_resources
+from .core.themes import theme_partitions, theme_taxonomy
+from .stages.per_clip.clean_backgrounds import clean_backgrounds
+from .stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
+from .stages.per_clip.source_clips import source_clips
+from .stages.per_clip.static_clips import static_clips
+from .stages.per_theme.background_plates import background_plates
+from .stages.per_theme.background_videos import background_videos
+from .stages.per_theme.curated_pairs import curated_pairs, curated_pairs_have_masks, curated_pairs_pass_rates
+from .stages.per_theme.edited_first_frames import edited_first_frames
+from .stages.per_theme.edited_videos import edited_videos
+from .stages.per_theme.guidance_videos import guidance_videos
+from .stages.per_theme.instructions import instructions
+from .stages.per_theme.pair_scores import pair_scores
+from .stages.release.bench_split import bench_split
+from .stages.release.sparkle_dataset import sparkle_dataset, sparkle_dataset_files
 
 THEME_INDEPENDENT = [source_clips, static_clips, foreground_masks, clean_backgrounds]
 CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]

@@ -16,6 +16,7 @@ import numpy as np
 
 from sparkle_model.camera_motion import WORK_WIDTH, work_gray
 from sparkle_model.edit_scores import local_stats, structure_similarity
+from sparkle_model.model_cache import cached
 
 NIQE_MIN_SIDE = 96  # NIQE's block statistics need frames at least this large
 CUE_MOTION_FLOOR = 0.05  # % diag/s: the least background motion an instruction with motion cues asks for
@@ -128,15 +129,8 @@ class IqaModels:
     needs `lpips_backbone` (a torchvision AlexNet state dict, `alexnet-owt-7be5be79.pth`) and CLIP
     needs `clip_dir` (a transformers CLIP model directory); without them those metrics are missing."""
 
-    _cache: dict = {}
-
     def __init__(self, lpips_backbone: str = "", clip_dir: str = ""):
         self.lpips_backbone, self.clip_dir = lpips_backbone, clip_dir
-
-    def _get(self, key, make):
-        if key not in IqaModels._cache:
-            IqaModels._cache[key] = make()
-        return IqaModels._cache[key]
 
     def pyiqa(self, name: str):
         def make():
@@ -144,17 +138,17 @@ class IqaModels:
 
             kwargs = {"pretrained_model_path": niqe_params_path()} if name == "niqe" else {}
             return pyiqa.create_metric(name, device="cpu", as_loss=False, **kwargs)
-        return self._get(("pyiqa", name), make)
+        return cached(("pyiqa", name), make)
 
     def lpips(self):
         if not self.lpips_backbone:
             return None
-        return self._get(("lpips", self.lpips_backbone), lambda: load_lpips(self.lpips_backbone))
+        return cached(("lpips", self.lpips_backbone), lambda: load_lpips(self.lpips_backbone))
 
     def clip(self):
         if not self.clip_dir:
             return None
-        return self._get(("clip", self.clip_dir), lambda: load_clip(self.clip_dir))
+        return cached(("clip", self.clip_dir), lambda: load_clip(self.clip_dir))
 
 
 def niqe_params_path() -> str:

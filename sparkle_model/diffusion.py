@@ -21,8 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-_PIPELINES: dict[tuple, object] = {}
-
+from .model_cache import cached
 
 class DiffusionError(RuntimeError):
     """A pipeline directory is missing or cannot do what the step needs."""
@@ -31,23 +30,23 @@ class DiffusionError(RuntimeError):
 def load_pipeline(model_dir: str, setting: str, device: str = "cpu", dtype: str = "float32",
                   offload: bool = False):
     """A diffusers pipeline from a local directory, cached per process."""
-    key = (model_dir, device, dtype, offload)
-    if key in _PIPELINES:
-        return _PIPELINES[key]
     if not model_dir or not (Path(model_dir) / "model_index.json").is_file():
         raise DiffusionError(f"{setting} ({model_dir or 'unset'}) is not a diffusers pipeline directory "
                              "(no model_index.json): set it to a local copy of the model")
-    import torch
-    from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(model_dir, local_files_only=True, dtype=getattr(torch, dtype))
-    if offload and device.startswith("cuda"):
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    _PIPELINES[key] = pipe
-    return pipe
+    def make():
+        import torch
+        from diffusers import DiffusionPipeline
+
+        pipe = DiffusionPipeline.from_pretrained(model_dir, local_files_only=True, dtype=getattr(torch, dtype))
+        if offload and device.startswith("cuda"):
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return cached(("diffusers", model_dir, device, dtype, offload), make)
 
 
 def _snap(h: int, w: int, max_side: int, multiple: int = 16) -> tuple[int, int]:

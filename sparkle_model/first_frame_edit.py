@@ -25,6 +25,19 @@ def background_layer(scene: Scene, render: str, clean: np.ndarray, seed: int) ->
     return grade_background(clean, scene.grade, scene.effects, seed)
 
 
+def save_layer(path, layer: SceneRender) -> None:
+    """A background layer as npz: the image, each animation region and the light spots (exact)."""
+    with open(path, "wb") as f:
+        np.savez_compressed(f, image=layer.image, lights=np.asarray(layer.lights, np.int64).reshape(-1, 3),
+                            horizon=np.int64(layer.horizon), **{f"region_{k}": v for k, v in layer.regions.items()})
+
+
+def load_layer(path) -> SceneRender:
+    with np.load(path) as z:
+        regions = {k[len("region_"):]: z[k] for k in z.files if k.startswith("region_")}
+        return SceneRender(z["image"], regions, [tuple(int(v) for v in row) for row in z["lights"]], int(z["horizon"]))
+
+
 def feathered(mask: np.ndarray, radius: float) -> np.ndarray:
     """A soft matte (float32 0-1) from a boolean mask, `radius` pixels of feathering."""
     m = mask.astype(np.float32)
@@ -72,8 +85,12 @@ def edit_first_frame(frame0: np.ndarray, mask0: np.ndarray, layer: SceneRender,
     return composite(fg, layer.image, feathered(mask0, feather_radius(mask0.shape)))
 
 
+def grown(mask: np.ndarray, scale: float = 3.0) -> np.ndarray:
+    """The mask dilated by `scale` feather radii: what an eraser or inpainter repaints around it."""
+    r = int(round(scale * feather_radius(mask.shape)))
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+
+
 def erase_foreground(edited: np.ndarray, mask0: np.ndarray, layer: SceneRender) -> np.ndarray:
     """The background plate: the layer where the (dilated) foreground was, the edited frame elsewhere."""
-    r = int(round(3 * feather_radius(mask0.shape)))
-    grown = cv2.dilate(mask0.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
-    return composite(layer.image, edited, feathered(grown, feather_radius(mask0.shape)))
+    return composite(layer.image, edited, feathered(grown(mask0), feather_radius(mask0.shape)))

@@ -22,18 +22,18 @@ import cv2
 import numpy as np
 
 from .bait import Box
+from .model_cache import cached
 
-_SELFIE = None
 
 
 def _selfie_segmenter():
     """MediaPipe's selfie segmenter (landscape model), created once per process."""
-    global _SELFIE
-    if _SELFIE is None:
+    def make():
         import mediapipe as mp
 
-        _SELFIE = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
-    return _SELFIE
+        return mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=1)
+
+    return cached("mediapipe-selfie", make)
 
 
 def person_probability(frames: np.ndarray) -> np.ndarray:

@@ -17,10 +17,8 @@ import numpy as np
 
 from .bait import Box
 from .foreground import ClassicalBackend
+from .model_cache import cached
 from .sam2_build import build_sam2
-
-_MODELS: dict[tuple, object] = {}
-
 
 class Sam2Backend:
     """BAIT with SAM2 tracking. `checkpoint` is a local sam2/sam2.1 `.pt` file matching `config`;
@@ -35,11 +33,10 @@ class Sam2Backend:
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise FileNotFoundError(f"SAM2 checkpoint not found: {checkpoint} (setting `sam2_checkpoint`, "
                                     "env SPARKLE_SAM2_CHECKPOINT)")
-        key = (checkpoint, config, device, image_size)
-        if key not in _MODELS:
-            overrides = {"model.image_size": image_size} if image_size else None
-            _MODELS[key] = build_sam2(config, video=True, checkpoint=checkpoint, overrides=overrides, device=device)
-        self.predictor = _MODELS[key]
+        overrides = {"model.image_size": image_size} if image_size else None
+        self.predictor = cached(("sam2", checkpoint, config, device, image_size),
+                                lambda: build_sam2(config, video=True, checkpoint=checkpoint, overrides=overrides,
+                                                   device=device))
         self.grounder = grounder or ClassicalBackend()
         self._state = None
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkle_assets.static_clips import StaticClipsConfig, decide
+from sparkle_assets.stages.per_clip.static_clips import StaticClipsConfig, decide
 from sparkle_model.camera_motion import camera_motion
 from sparkle_model.video import iter_frames, probe
 

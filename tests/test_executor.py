@@ -1,6 +1,6 @@
 import pytest
 
-from sparkle_assets.executor import InProcessExecutor, ProcessPoolExecutor, make_executor
+from sparkle_assets.core.executor import InProcessExecutor, ProcessPoolExecutor, make_executor
 
 
 def square_or_fail(x: int) -> int:

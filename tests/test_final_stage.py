@@ -139,7 +139,7 @@ def test_release_layout_reads_back_and_refuses_bad_folders(tmp_path):
         [{"id": "a1", "prompt": "p", "metadata": {"chosen_keyword": "coast: beach"}}]))
     got = read_release(root)
     assert [r.task for r in got] == ["a1", "b2"] and got[0].prompt == 'prompt, with "quotes" a1'
-    from sparkle_assets.sources import discover, discover_csv
+    from sparkle_assets.core.sources import discover, discover_csv
     items = discover([], [], False, releases=[str(root)])  # a release as a source: its source videos
     assert [(i.clip_id, i.prompt, i.path) for i in items] == [(r.task, r.prompt, str(r.src_video)) for r in got]
     assert [i.path for i in discover_csv(root / "prompts" / "location_train.csv")] == [str(r.src_video) for r in got]

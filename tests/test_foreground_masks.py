@@ -6,12 +6,12 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sparkle_assets.foreground_masks import foreground_masks, foreground_masks_quality, mask_quality
-from sparkle_assets.lineage import Lineage
-from sparkle_assets.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
+from sparkle_assets.stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality, mask_quality
+from sparkle_assets.core.lineage import Lineage
+from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
                                       MaskBackendResource, SourcesResource)
-from sparkle_assets.source_clips import source_clips
-from sparkle_assets.static_clips import static_clips
+from sparkle_assets.stages.per_clip.source_clips import source_clips
+from sparkle_assets.stages.per_clip.static_clips import static_clips
 from sparkle_model.bait import Box, bait_track, choose_anchors, directions_for, sample_indices
 from sparkle_model.foreground import ClassicalBackend
 from sparkle_model.masks import load_mask_npz, save_mask_npz

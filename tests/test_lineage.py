@@ -1,6 +1,6 @@
 import multiprocessing
 
-from sparkle_assets.lineage import ArtifactRow, Lineage, LineageBatch
+from sparkle_assets.core.lineage import ArtifactRow, Lineage, LineageBatch
 
 
 def _batch(worker: int, n: int, run: str) -> LineageBatch:

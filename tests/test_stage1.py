@@ -7,11 +7,12 @@ import sys
 import dagster as dg
 import pytest
 
-from sparkle_assets.lineage import Lineage
-from sparkle_assets.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
+from sparkle_assets.core.lineage import Lineage
+from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
                                       SourcesResource)
-from sparkle_assets.source_clips import source_clips
-from sparkle_assets.static_clips import kept_clips, static_clips
+from sparkle_assets.stages.per_clip.source_clips import source_clips
+from sparkle_assets.core.readers import kept_clips
+from sparkle_assets.stages.per_clip.static_clips import static_clips
 
 from conftest import REPO
 
@@ -56,7 +57,7 @@ def test_stage1_quarantine_filter_lineage_and_incrementality(home, video_folder,
     assert summary(lineage, first.run_id, "source_clips")["quarantined"] == 3
 
     # the camera filter keeps the fixed-camera clips and drops the pan, with a score for every clip
-    assert sorted(c["clip_id"] for c in kept_clips(lineage)) == ["static_a", "static_b"]
+    assert sorted(kept_clips(lineage)) == ["static_a", "static_b"]
     dropped = lineage.query("SELECT clip_id, reason FROM artifact WHERE kind = 'static_clip' AND status = 'dropped'")
     assert [d["clip_id"] for d in dropped] == ["panning"] and "camera motion" in dropped[0]["reason"]
     assert lineage.query("SELECT count(*) AS n FROM score WHERE metric = 'camera_motion'")[0]["n"] == 3

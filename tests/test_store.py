@@ -1,6 +1,6 @@
 import pytest
 
-from sparkle_assets.store import ArtifactStore, StoreError, artifact_id
+from sparkle_assets.core.store import ArtifactStore, StoreError, artifact_id
 
 
 def test_artifact_id_depends_on_kind_inputs_code_and_params():

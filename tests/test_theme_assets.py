@@ -10,12 +10,12 @@ import shutil
 import dagster as dg
 import pytest
 
-from sparkle_assets.curated_pairs import curated_pairs_have_masks, curated_pairs_pass_rates
+from sparkle_assets.stages.per_theme.curated_pairs import curated_pairs_have_masks, curated_pairs_pass_rates
 from sparkle_assets.definitions import CHEAP_ASSETS, THEME_ASSETS, THEME_INDEPENDENT, defs, theme_taxonomy
-from sparkle_assets.lineage import Lineage
-from sparkle_assets.resources import (EditBackendResource, FinalBackendResource, MetricModelsResource,
+from sparkle_assets.core.lineage import Lineage
+from sparkle_assets.core.resources import (EditBackendResource, FinalBackendResource, MetricModelsResource,
                                       VideoBackendResource, VlmResource, default_resources)
-from sparkle_assets.sparkle_dataset import sparkle_dataset_files
+from sparkle_assets.stages.release.sparkle_dataset import sparkle_dataset_files
 
 from conftest import REPO
 from sparkle_model.video import write_video
@@ -199,8 +199,8 @@ def test_bad_configuration_and_missing_model_are_clear(project):
     res = dg.materialize(THEME_ASSETS, resources=missing, partition_key="style", instance=instance, raise_on_error=False)
     message = str([e for e in res.all_events if e.event_type_value == "STEP_FAILURE"][0].event_specific_data.error.message)
     assert "video_backend.model_dir (/nowhere)" in message
-    from sparkle_assets.curated_pairs import curated_pairs
-    from sparkle_assets.edited_videos import edited_videos
+    from sparkle_assets.stages.per_theme.curated_pairs import curated_pairs
+    from sparkle_assets.stages.per_theme.edited_videos import edited_videos
     for asset, config, expected in [
             (edited_videos, {"harmony": 2.0}, "harmony must be in [0, 1], got 2.0"),
             (curated_pairs, {"min_pass_rate": 0.5, "max_pass_rate": 0.2}, "need 0 <= min_pass_rate <= max_pass_rate"),
@@ -228,7 +228,7 @@ def test_final_stage_export_reads_back_and_refilters_without_decoding(project, m
     import cv2
 
     from sparkle_bench.sparkle_format import read_bench, read_release
-    from sparkle_assets.store import file_sha256
+    from sparkle_assets.core.store import file_sha256
 
     instance, resources, db, _ = project
     run_sensor(instance)

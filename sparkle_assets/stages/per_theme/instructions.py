@@ -12,39 +12,39 @@ from pathlib import Path
 
 import dagster as dg
 
+from sparkle_model import backends
 from sparkle_model.instructions import (MAX_CHARS, MIN_CHARS, InstructionPlan, describe_original,
                                         plan_instructions, write_instruction)
 from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import first_frame
+from sparkle_model.video import read_png
 from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
 
-from .clean_backgrounds import clean_backgrounds
-from .clipstep import ClipInput, run_clip_step
-from .foreground_masks import usable_masks
-from .resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource, ThemesResource,
-                        VlmResource)
-from .static_clips import kept_clips
-from .steps import finish_step, histogram_md
-from .themes import theme_partitions
+from ...core.clipstep import ClipInput
+from ...core.config import Range, StageConfig
+from ...core.reports import histogram_md
+from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, ThemesResource, VlmResource
+from ...core.stage import Stage
 
 CODE_VERSION = "instructions-1"
+STAGE = Stage("instructions", CODE_VERSION, reads=("clip", "mask"), by_products=("frame0",), per_theme=True)
 
 
-class InstructionsConfig(dg.Config):
+class InstructionsConfig(StageConfig):
     """`seed` picks each clip's scene and wording; change it to draw a new set."""
 
+    RANGES = {"seed": Range(0, 2 ** 31 - 1)}
     seed: int = 0
 
 
 def compute_instruction(out: Path, inputs: dict[str, Path], params: dict) -> dict:
     """Per-clip function: the instruction record, written as JSON."""
     plan = InstructionPlan.from_json(params["plan"])
-    frame = first_frame(inputs["clip"])
+    frame = read_png(inputs["frame0"])
     mask0 = load_mask_npz(inputs["mask"])[0]
     record = {"clip_id": plan.clip_id, "theme": params["theme"], "edit_type": params["edit_type"],
               "render": params["render"], "subtheme": plan.scene.subtheme, "scene": plan.scene.to_json(),
               "chosen_keyword": plan.scene.keyword, "motion": list(plan.scene.motion), "seed": plan.seed}
-    vlm = VlmResource.build(params["vlm"])
+    vlm = backends.vlm(params["vlm"])
     if vlm is None:
         record["instruction"] = write_instruction(plan, tuple(params["openers"]))
         record["original_scene"] = describe_original(frame, mask0, params["labels"])
@@ -60,45 +60,24 @@ def compute_instruction(out: Path, inputs: dict[str, Path], params: dict) -> dic
     return {k: record[k] for k in ("chosen_keyword", "instruction", "original_scene", "writer")}
 
 
-def theme_clips(db) -> list[tuple[dict, dict]]:
-    """(clip row, mask row) for every static clip with a usable mask, in clip-id order."""
-    clips = {c["clip_id"]: c for c in kept_clips(db)}
-    masks = usable_masks(db)
-    return [(clips[cid], masks[cid]) for cid in sorted(masks) if cid in clips]
-
-
-def current_by_clip(db, asset_key: str, theme: str, kind: str) -> dict[str, dict]:
-    """clip_id -> the ok artifact rows of a theme asset's latest materialization."""
-    return {r["clip_id"]: r for r in db.current_artifacts(asset_key, theme, kind=kind)}
-
-
-@dg.asset(
-    deps=[clean_backgrounds],
-    partitions_def=theme_partitions,
-    code_version=CODE_VERSION,
-    group_name="theme",
-    kinds={"json", "duckdb"},
-    description="Per clip and theme: subtheme, scene keyword, long motion-rich instruction, original-scene text.",
-)
+@STAGE.asset(kinds={"json"},
+             description="Per clip and theme: subtheme, scene keyword, long motion-rich instruction, original-scene "
+                         "text.")
 def instructions(context: dg.AssetExecutionContext, config: InstructionsConfig, themes: ThemesResource,
                  vlm: VlmResource, artifact_store: ArtifactStoreResource, lineage: LineageResource,
                  clip_executor: ClipExecutorResource) -> dg.MaterializeResult:
     name = context.partition_key
-    try:
-        theme = themes.theme(name)
-        vlm_settings = vlm.settings()
-    except ValueError as exc:
-        raise dg.Failure(description=f"instructions[{name}]: {exc}") from exc
+    theme = themes.theme(name)
     store, db = artifact_store.store(), lineage.lineage()
-    pairs = theme_clips(db)
-    plans = plan_instructions(theme, [c["clip_id"] for c, _ in pairs], config.seed)
+    rows = STAGE.rows(db, name)
+    plans = plan_instructions(theme, list(rows), config.seed)
     params = {"theme": theme.name, "edit_type": theme.edit_type, "render": theme.render,
-              "openers": list(theme.openers), "vlm": vlm_settings}
-    clips = [ClipInput(c["clip_id"], {"clip": c, "mask": m}, {"plan": p.to_json(), "labels": m["info"].get("labels", [])})
-             for (c, m), p in zip(pairs, plans)]
-    report = run_clip_step(store=store, clips=clips, fn=compute_instruction, kind="instruction", ext="json",
-                           code_version=CODE_VERSION, params=params, asset_key="instructions", run_id=context.run_id,
-                           partition=name, theme=name, executor=clip_executor.executor())
+              "openers": list(theme.openers), "vlm": vlm.settings()}
+    clips = [ClipInput(cid, {"clip": r["clip"], "mask": r["mask"]},
+                       {"plan": p.to_json(), "labels": r["mask"]["info"].get("labels", [])}, {"frame0": r["frame0"]})
+             for (cid, r), p in zip(rows.items(), plans)]
+    report = STAGE.run(context, store, clips, fn=compute_instruction, kind="instruction", ext="json", params=params,
+                       executor=clip_executor.executor())
     infos = [a.info for _, a in sorted(report.artifacts.items())]
     examples = "\n".join(f"| {i['chosen_keyword']} | {i['instruction']} |" for i in infos[:4])
     metadata = {
@@ -109,7 +88,5 @@ def instructions(context: dg.AssetExecutionContext, config: InstructionsConfig, 
         "examples": dg.MetadataValue.md("| keyword | instruction |\n|---|---|\n" + examples),
         "failures": dg.MetadataValue.json(report.failures),
     }
-    return finish_step(context, db, report.batch, asset_key="instructions",
-                       output_ids=[a.id for a in report.artifacts.values()], all_ids=[a.id for a in report.batch.artifacts],
-                       code_version=CODE_VERSION, summary=report.counts, metadata=metadata, partition=name,
-                       input_assets=["foreground_masks", "clean_backgrounds"])
+    return STAGE.finish(context, db, report.batch, output_ids=[a.id for a in report.artifacts.values()],
+                        summary=report.counts, metadata=metadata)

@@ -13,12 +13,14 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ConfigError
+
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 SPARKLE_CSV_COLUMNS = ("prompt", "src_video", "tgt_video", "task")
 OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 
 
-class SourceConfigError(ValueError):
+class SourceConfigError(ConfigError):
     """A configured source that cannot be read at all (missing folder, malformed CSV...)."""
 
 

@@ -19,38 +19,35 @@ import numpy as np
 from sparkle_model.video import (VideoError, clip_lengths, iter_frames, probe, resample_indices, target_size,
                                  write_video)
 
-from .lineage import ArtifactRow, LineageBatch
-from .resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
-from .steps import finish_step, histogram_md
-from .store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
+from ...core.config import Range, StageConfig
+from ...core.lineage import ArtifactRow, LineageBatch
+from ...core.reports import histogram_md
+from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
+from ...core.stage import Stage
+from ...core.store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
 
 CODE_VERSION = "source_clips-1"
+STAGE = Stage("source_clips", CODE_VERSION)
 TRUNCATION_TOLERANCE = 0.9  # fewer decoded frames than this share of the declared count = truncated
 
 
-class SourceClipsConfig(dg.Config):
+class SourceClipsConfig(StageConfig):
     """Normalisation of source videos (defaults follow the paper: 16 fps, up to 81 = 4k+1 frames)."""
 
+    RANGES = {"fps": Range(1, 60), "max_side": Range(64, 4096), "max_frames": Range(5, 1025),
+              "min_frames": Range(5, 1025), "max_clips_per_video": Range(1, 1000)}
     fps: float = 16.0
     max_side: int = 1280
     max_frames: int = 81
     min_frames: int = 17
     max_clips_per_video: int = 4
 
-    def params(self) -> dict:
-        if not 1 <= self.fps <= 60:
-            raise ValueError(f"fps must be in [1, 60], got {self.fps}")
-        if not 64 <= self.max_side <= 4096:
-            raise ValueError(f"max_side must be in [64, 4096], got {self.max_side}")
-        for name in ("max_frames", "min_frames"):
-            value = getattr(self, name)
-            if value < 5 or value % 4 != 1:
-                raise ValueError(f"{name} must be of the form 4k+1 and >= 5, got {value}")
+    def problems(self) -> list[str]:
+        found = [f"{name} must be of the form 4k+1, got {getattr(self, name)}"
+                 for name in ("max_frames", "min_frames") if getattr(self, name) % 4 != 1]
         if self.min_frames > self.max_frames:
-            raise ValueError("min_frames must not exceed max_frames")
-        if self.max_clips_per_video < 1:
-            raise ValueError("max_clips_per_video must be >= 1")
-        return self.model_dump()
+            found.append(f"min_frames ({self.min_frames}) must not exceed max_frames ({self.max_frames})")
+        return found
 
 
 @dataclass(frozen=True)
@@ -145,20 +142,14 @@ def _normalise(store: ArtifactStore, job: IngestJob, rid: str, path: Path) -> li
     return out
 
 
-@dg.asset(
-    code_version=CODE_VERSION,
-    group_name="theme_independent",
-    kinds={"video", "duckdb"},
-    description="Probed, decode-checked, normalised source clips (H.264, 16 fps, 4k+1 frames); bad files quarantined.",
-)
+@STAGE.asset(kinds={"video"},
+             description="Probed, decode-checked, normalised source clips (H.264, 16 fps, 4k+1 frames); bad files "
+                         "quarantined.")
 def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, sources: SourcesResource,
                  artifact_store: ArtifactStoreResource, lineage: LineageResource,
                  clip_executor: ClipExecutorResource) -> dg.MaterializeResult:
-    try:
-        params = config.params()
-        items = sources.discover()
-    except ValueError as exc:
-        raise dg.Failure(description=f"bad source_clips configuration: {exc}") from exc
+    params = config.model_dump()
+    items = sources.discover()  # a missing folder or malformed CSV is a ConfigError: the step fails naming it
     store = artifact_store.store()
     jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params) for it in items]
     outcomes = clip_executor.executor().map(ingest_source, jobs)
@@ -205,6 +196,4 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
         "frames_per_clip": histogram_md([a.info["frames"] for a in batch.artifacts
                                          if a.kind == "source_clip"], bins=[5, 17, 33, 49, 65, 81, 82]),
     }
-    return finish_step(context, lineage.lineage(), batch, asset_key="source_clips",
-                       output_ids=clip_ids, all_ids=[a.id for a in batch.artifacts],
-                       code_version=CODE_VERSION, summary=counts, metadata=metadata)
+    return STAGE.finish(context, lineage.lineage(), batch, output_ids=clip_ids, summary=counts, metadata=metadata)

@@ -18,18 +18,15 @@ import dagster as dg
 from sparkle_bench.sparkle_format import (INTERMEDIATES, TRAIN_COLUMNS, ReleaseFormatError, csv_text, jsonl_text,
                                           read_release, train_paths)
 
-from .clean_backgrounds import source_frame0_rows
-from .curated_pairs import curated_pairs
-from .guidance_videos import current_rows
-from .instructions import current_by_clip
-from .lineage import ArtifactRow, LineageBatch, now_iso
-from .resources import ArtifactStoreResource, LineageResource
-from .steps import finish_step
-from .store import artifact_id, atomic_write_bytes, canonical_json, publish_file
-from .themes import theme_partitions
+from ...core.lineage import now_iso
+from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
+from ...core.resources import ArtifactStoreResource, LineageResource
+from ...core.stage import Stage
+from ...core.store import atomic_write_bytes, canonical_json, publish_file
+from ...core.themes import theme_partitions
 
-CODE_VERSION = "sparkle_dataset-1"
-# release role -> role in `current_rows` (source_frame0 comes from clean_backgrounds)
+STAGE: Stage = release_stage("sparkle_dataset")
+# release file role -> role of the artifact behind it
 FILE_ROLES = {"src_video": "clip", "tgt_video": "video", "source_frame0": "frame0", "edited_frame0": "edited",
               "edited_frame0_foreground_removed": "plate", "edited_background_video": "background",
               "source_video_mask": "mask", "edited_video_canny": "guidance"}
@@ -37,58 +34,6 @@ LINEAGE_NAMES = {"clip": "source_clip", "mask": "foreground_mask", "frame0": "so
                  "instruction": "instruction", "edited": "edited_first_frame", "plate": "background_plate",
                  "background": "background_video", "guidance": "guidance_video", "video": "edited_video",
                  "scores": "pair_score"}
-
-
-class ExportConfig(dg.Config):
-    """`root`: where the export goes (default: `<SPARKLE_HOME>/dataset` or `/bench`)."""
-
-    root: str = ""
-
-
-def task_id(theme: str, clip_id: str) -> str:
-    return f"sparkle_{theme}_{clip_id}"
-
-
-def curated_records(db, theme: str, status: str) -> tuple[list[dict], dict[str, str]]:
-    """The pairs `curated_pairs` last judged `status` ('ok' or 'dropped'), each with its decision
-    (`pair`), its artifact rows by role and its instruction record; and the pairs left out, with why."""
-    rows_by_clip = current_rows(db, theme)
-    frames0 = source_frame0_rows(db)
-    scores = current_by_clip(db, "pair_scores", theme, "pair_score")
-    out, skipped = [], {}
-    for pair in db.current_artifacts("curated_pairs", theme, status=status, kind="curated_pair"):
-        cid = pair["clip_id"]
-        rows = {**rows_by_clip.get(cid, {}), "scores": scores.get(cid), "frame0": frames0.get(cid)}
-        absent = [r for r in (*FILE_ROLES.values(), "instruction", "scores") if not rows.get(r)]
-        if absent or rows["video"]["id"] != pair["info"]["edited_video_id"]:
-            skipped[cid] = f"missing current {', '.join(absent)}" if absent else "edited video changed since curation"
-            continue
-        out.append({"pair": pair, "rows": rows, "task": task_id(theme, cid)})
-    return out, skipped
-
-
-def remove_stale(folders: list[Path], keep: set[str]) -> int:
-    """Delete files in `folders` whose stem is not in `keep`; returns how many."""
-    removed = 0
-    for folder in folders:
-        for path in folder.glob("*") if folder.is_dir() else []:
-            if path.is_file() and path.stem not in keep:
-                path.unlink()
-                removed += 1
-    return removed
-
-
-def record_rows(records: list[dict], kind: str, asset_key: str, theme: str, run_id: str, params: dict,
-                infos: list[dict]) -> LineageBatch:
-    """One record-only lineage row per exported pair, linked to its curation decision and video."""
-    batch = LineageBatch()
-    for rec, info in zip(records, infos):
-        aid = artifact_id(kind, {"pair": rec["pair"]["id"]}, CODE_VERSION, params)
-        batch.artifacts.append(ArtifactRow(id=aid, kind=kind, asset_key=asset_key, partition=theme,
-                                           clip_id=rec["pair"]["clip_id"], theme=theme, code_version=CODE_VERSION,
-                                           params=params, run_id=run_id, info=info))
-        batch.edges += [(aid, rec["pair"]["id"], "pair"), (aid, rec["rows"]["video"]["id"], "video")]
-    return batch
 
 
 def score_records(task: str, rows: dict) -> dict[str, dict]:
@@ -135,7 +80,7 @@ def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[li
     listing = {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in texts.items()}
     for rel, text in texts.items():
         atomic_write_bytes(root / rel, text.encode())
-    manifest = {"theme": theme, "created_at": now_iso(), "code_version": CODE_VERSION, "rows": manifest_rows,
+    manifest = {"theme": theme, "created_at": now_iso(), "code_version": STAGE.code_version, "rows": manifest_rows,
                 "files": listing}
     manifest["content_hash"] = hashlib.sha256(canonical_json({"rows": manifest_rows, "files": listing}).encode()
                                               ).hexdigest()
@@ -146,19 +91,9 @@ def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[li
     return manifest_rows, manifest
 
 
-def export_root(config_root: str, home: str, default: str) -> Path:
-    return Path(config_root or Path(home) / default).expanduser().resolve()
-
-
-@dg.asset(
-    deps=[curated_pairs],
-    partitions_def=theme_partitions,
-    code_version=CODE_VERSION,
-    group_name="theme",
-    kinds={"csv", "video"},
-    description="The curated pairs in the Sparkle / Kiwi-Edit release layout (prompts CSV + metadata JSONL, "
-                "videos, intermediate_data), with a release manifest (content hash, lineage ids per row).",
-)
+@STAGE.asset(kinds={"csv", "video"},
+             description="The curated pairs in the Sparkle / Kiwi-Edit release layout (prompts CSV + metadata JSONL, "
+                         "videos, intermediate_data), with a release manifest (content hash, lineage ids per row).")
 def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, artifact_store: ArtifactStoreResource,
                     lineage: LineageResource) -> dg.MaterializeResult:
     theme = context.partition_key
@@ -173,10 +108,9 @@ def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, art
     metadata = {**summary, "root": dg.MetadataValue.path(str(root)),
                 "train_csv": dg.MetadataValue.path(str(root / "prompts" / f"{theme}_train.csv")),
                 "content_hash": manifest["content_hash"], "skipped_pairs": dg.MetadataValue.json(skipped)}
-    return finish_step(context, db, batch, asset_key="sparkle_dataset", output_ids=[a.id for a in batch.artifacts],
-                       all_ids=[a.id for a in batch.artifacts], code_version=CODE_VERSION,
-                       summary={**summary, "root": str(root), "content_hash": manifest["content_hash"]},
-                       metadata=metadata, partition=theme, input_assets=[("curated_pairs", theme)])
+    return STAGE.finish(context, db, batch, output_ids=[a.id for a in batch.artifacts],
+                        summary={**summary, "root": str(root), "content_hash": manifest["content_hash"]},
+                        metadata=metadata)
 
 
 @dg.asset_check(asset=sparkle_dataset, partitions_def=theme_partitions, blocking=True,

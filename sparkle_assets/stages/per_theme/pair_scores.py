@@ -16,22 +16,20 @@ import dagster as dg
 import numpy as np
 
 from sparkle_bench.metrics import PAIR_METRICS, IqaModels, pair_metrics, sample_indices
+from sparkle_model import backends
 from sparkle_model.edit_scores import score_edit
 from sparkle_model.masks import load_mask_npz
 from sparkle_model.video import read_video
 
-from .clipstep import run_clip_step
-from .edited_first_frames import SCORE_BINS, score_with
-from .edited_videos import edited_videos
-from .guidance_videos import pair_clips
-from .resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
-                        MetricModelsResource, VlmResource)
-from .steps import finish_step, histogram_md
-from .themes import theme_partitions
+from ...core.config import ConfigError
+from ...core.judging import EDIT_SCORE_PARTS, SCORE_BINS
+from ...core.reports import histogram_md
+from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
+                               MetricModelsResource, VlmResource)
+from ...core.stage import Stage
 
 CODE_VERSION = "pair_scores-1"
-ROLES = ("clip", "mask", "instruction", "video")
-EDIT_SCORE_PARTS = ("overall", "prompt_following", "consistency", "perceptual_quality")
+STAGE = Stage("pair_scores", CODE_VERSION, reads=("clip", "mask", "instruction", "video"), per_theme=True)
 
 
 def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
@@ -44,9 +42,9 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
     frames = []
     for i in sample_indices(min(len(source), len(edited))):
         m = masks[min(i, len(masks) - 1)]
-        score = score_with(params, source[i], edited[i], m, record["instruction"],
-                           "replace the background of this video frame, keep the subject",
-                           lambda: score_edit(source[i], edited[i], m))
+        score = backends.score_edit_with(params, source[i], edited[i], record["instruction"],
+                                         "replace the background of this video frame, keep the subject",
+                                         lambda: score_edit(source[i], edited[i], m))
         frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"]})
     edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
     result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
@@ -66,30 +64,19 @@ def pair_score_rows(batch) -> list[tuple[str, str, float | None]]:
     return rows
 
 
-@dg.asset(
-    deps=[edited_videos],
-    partitions_def=theme_partitions,
-    code_version=CODE_VERSION,
-    group_name="theme",
-    kinds={"duckdb"},
-    description="Expensive per-pair scores (foreground integrity, motion consistency, background dynamics, "
-                "temporal consistency, visual quality, instruction alignment, 4-frame edit score) into DuckDB.",
-)
+@STAGE.asset(kinds=set(),
+             description="Expensive per-pair scores (foreground integrity, motion consistency, background dynamics, "
+                         "temporal consistency, visual quality, instruction alignment, 4-frame edit score) into DuckDB.")
 def pair_scores(context: dg.AssetExecutionContext, edit_backend: EditBackendResource, vlm: VlmResource,
                 metric_models: MetricModelsResource, artifact_store: ArtifactStoreResource, lineage: LineageResource,
                 clip_executor: ClipExecutorResource) -> dg.MaterializeResult:
-    theme = context.partition_key
-    try:
-        params = {"scorer": edit_backend.settings()["scorer"], "vlm": vlm.settings(), "models": metric_models.settings()}
-        if params["scorer"] == "vlm" and params["vlm"]["name"] == "none":
-            raise ValueError("edit_backend.scorer is 'vlm' but vlm.backend is 'none'")
-    except ValueError as exc:
-        raise dg.Failure(description=f"pair_scores[{theme}]: {exc}") from exc
+    params = {"scorer": edit_backend.settings()["scorer"], "vlm": vlm.settings(), "models": metric_models.settings()}
+    if params["scorer"] == "vlm" and params["vlm"]["name"] == "none":
+        raise ConfigError("edit_backend.scorer is 'vlm' but vlm.backend is 'none'")
     store, db = artifact_store.store(), lineage.lineage()
-    clips = pair_clips(db, theme, ROLES)
-    report = run_clip_step(store=store, clips=clips, fn=compute_pair_scores, kind="pair_score", ext="json",
-                           code_version=CODE_VERSION, params=params, asset_key="pair_scores", run_id=context.run_id,
-                           partition=theme, theme=theme, executor=clip_executor.executor())
+    clips = STAGE.inputs(db, context.partition_key, params=lambda r: {"fps": r["clip"]["info"]["fps"]})
+    report = STAGE.run(context, store, clips, fn=compute_pair_scores, kind="pair_score", ext="json", params=params,
+                       executor=clip_executor.executor())
     report.batch.scores.extend(pair_score_rows(report.batch))
     infos = [a.info for a in report.artifacts.values()]
     measured = {name: [i["metrics"][name] for i in infos if i["metrics"].get(name) is not None] for name in PAIR_METRICS}
@@ -100,8 +87,5 @@ def pair_scores(context: dg.AssetExecutionContext, edit_backend: EditBackendReso
                 "metrics": dg.MetadataValue.md("| metric | range | better | median |\n|---|---|---|---|\n" + table),
                 "edit_score_histogram": histogram_md([i["edit_score"]["overall"] for i in infos], SCORE_BINS),
                 "failures": dg.MetadataValue.json(report.failures)}
-    return finish_step(context, db, report.batch, asset_key="pair_scores",
-                       output_ids=[a.id for a in report.artifacts.values()],
-                       all_ids=[a.id for a in report.batch.artifacts], code_version=CODE_VERSION,
-                       summary=report.counts, metadata=metadata, partition=theme,
-                       input_assets=[("edited_videos", theme)])
+    return STAGE.finish(context, db, report.batch, output_ids=[a.id for a in report.artifacts.values()],
+                        summary=report.counts, metadata=metadata)

@@ -13,22 +13,16 @@ import dagster as dg
 
 from sparkle_bench.sparkle_format import BENCH_COLUMNS, bench_paths, csv_text, jsonl_text
 
-from .curated_pairs import curated_pairs
-from .resources import ArtifactStoreResource, LineageResource
-from .sparkle_dataset import CODE_VERSION, ExportConfig, curated_records, export_root, record_rows, remove_stale
-from .steps import finish_step
-from .store import atomic_write_bytes, publish_file
-from .themes import theme_partitions
+from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
+from ...core.resources import ArtifactStoreResource, LineageResource
+from ...core.stage import Stage
+from ...core.store import atomic_write_bytes, publish_file
+
+STAGE: Stage = release_stage("bench_split")
 
 
-@dg.asset(
-    deps=[curated_pairs],
-    partitions_def=theme_partitions,
-    code_version=CODE_VERSION,
-    group_name="theme",
-    kinds={"csv", "video"},
-    description="Pairs that passed stages 1-4 but failed the final filter, in Sparkle-Bench's layout.",
-)
+@STAGE.asset(kinds={"csv", "video"},
+             description="Pairs that passed stages 1-4 but failed the final filter, in Sparkle-Bench's layout.")
 def bench_split(context: dg.AssetExecutionContext, config: ExportConfig, artifact_store: ArtifactStoreResource,
                 lineage: LineageResource) -> dg.MaterializeResult:
     theme = context.partition_key
@@ -56,7 +50,5 @@ def bench_split(context: dg.AssetExecutionContext, config: ExportConfig, artifac
                 "bench_csv": dg.MetadataValue.path(str(root / f"{theme}_bench.csv")),
                 "reasons": dg.MetadataValue.json({r["task"]: r["pair"]["reason"] for r in records}),
                 "skipped_pairs": dg.MetadataValue.json(skipped)}
-    return finish_step(context, db, batch, asset_key="bench_split", output_ids=[a.id for a in batch.artifacts],
-                       all_ids=[a.id for a in batch.artifacts], code_version=CODE_VERSION,
-                       summary={**summary, "root": str(root)}, metadata=metadata, partition=theme,
-                       input_assets=[("curated_pairs", theme)])
+    return STAGE.finish(context, db, batch, output_ids=[a.id for a in batch.artifacts],
+                        summary={**summary, "root": str(root)}, metadata=metadata)

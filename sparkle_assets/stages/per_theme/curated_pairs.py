@@ -13,14 +13,16 @@ import json
 
 import dagster as dg
 
-from .lineage import ArtifactRow, LineageBatch
-from .pair_scores import pair_scores
-from .resources import ArtifactStoreResource, LineageResource
-from .steps import finish_step
-from .store import artifact_id
-from .themes import theme_partitions
+from ...core.config import ConfigError, Range, StageConfig
+from ...core.lineage import ArtifactRow, LineageBatch
+from ...core.readers import ROLES
+from ...core.resources import ArtifactStoreResource, LineageResource
+from ...core.stage import Stage
+from ...core.store import artifact_id
+from ...core.themes import theme_partitions
 
 CODE_VERSION = "curated_pairs-1"
+STAGE = Stage("curated_pairs", CODE_VERSION, reads=("scores",), per_theme=True)
 # config field -> (metric in pair_metric, comparison a pair must pass)
 FILTERS = {
     "min_edit_score": ("edit_score", ">="),
@@ -35,12 +37,17 @@ FILTERS = {
 }
 
 
-class CuratedPairsConfig(dg.Config):
+class CuratedPairsConfig(StageConfig):
     """Thresholds (None = filter off). `min_edit_score` is the paper's final filter (mean overall
     EditScore of four non-first frames >= 8). `min_pass_rate` / `max_pass_rate` bound each filter's
     pass rate once a theme has at least `rate_min_pairs` pairs (fewer say little about a rate);
     outside them the blocking check stops the export."""
 
+    RANGES = {"min_edit_score": Range(0, 10), "min_fg_structure": Range(-1, 1), "min_fg_ssim": Range(-1, 1),
+              "max_fg_motion_error": Range(0, 100), "min_background_dynamics": Range(0, 100),
+              "max_warp_error": Range(0, 255), "max_flicker": Range(0, 255), "max_niqe": Range(0, 1000),
+              "min_clip_score": Range(0, 100), "min_pass_rate": Range(0, 1), "max_pass_rate": Range(0, 1),
+              "rate_min_pairs": Range(1)}
     min_edit_score: float | None = 8.0
     min_fg_structure: float | None = 0.85
     min_fg_ssim: float | None = None
@@ -57,12 +64,10 @@ class CuratedPairsConfig(dg.Config):
     def thresholds(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in FILTERS if getattr(self, name) is not None}
 
-    def validate(self) -> None:
-        if not 0 <= self.min_pass_rate <= self.max_pass_rate <= 1:
-            raise ValueError(f"need 0 <= min_pass_rate <= max_pass_rate <= 1, got {self.min_pass_rate}, "
-                             f"{self.max_pass_rate}")
-        if self.rate_min_pairs < 1:
-            raise ValueError(f"rate_min_pairs must be >= 1, got {self.rate_min_pairs}")
+    def problems(self) -> list[str]:
+        if self.min_pass_rate > self.max_pass_rate:
+            return [f"need 0 <= min_pass_rate <= max_pass_rate <= 1, got {self.min_pass_rate}, {self.max_pass_rate}"]
+        return []
 
 
 def decide_pairs(db, pair_score_ids: list[str], thresholds: dict[str, float]) -> list[dict]:
@@ -90,30 +95,20 @@ def decide_pairs(db, pair_score_ids: list[str], thresholds: dict[str, float]) ->
     return db.query(sql, [pair_score_ids, *params])
 
 
-@dg.asset(
-    deps=[pair_scores],
-    partitions_def=theme_partitions,
-    code_version=CODE_VERSION,
-    group_name="theme",
-    kinds={"duckdb"},
-    description="Config thresholds applied to the stored pair scores in DuckDB: kept pairs and each dropped pair "
-                "with its reason. Cheap; re-run nightly.",
-)
-def curated_pairs(context: dg.AssetExecutionContext, config: CuratedPairsConfig, artifact_store: ArtifactStoreResource,
+@STAGE.asset(kinds=set(),
+             description="Config thresholds applied to the stored pair scores in DuckDB: kept pairs and each dropped "
+                         "pair with its reason. Cheap; re-run nightly.")
+def curated_pairs(context: dg.AssetExecutionContext, config: CuratedPairsConfig,
                   lineage: LineageResource) -> dg.MaterializeResult:
     theme = context.partition_key
     db = lineage.lineage()
     thresholds = config.thresholds()
-    scored = db.current_artifacts("pair_scores", theme, kind="pair_score")
-    try:
-        config.validate()
-        rows = decide_pairs(db, [r["id"] for r in scored], thresholds)
-        unmeasured = [f for f in thresholds if rows and all(r[FILTERS[f][0]] is None for r in rows)]
-        if unmeasured:
-            raise ValueError(f"{', '.join(unmeasured)} set but {', '.join(FILTERS[f][0] for f in unmeasured)} is not "
-                             "measured here (configure its model in metric_models, or set the threshold to None)")
-    except ValueError as exc:
-        raise dg.Failure(description=f"curated_pairs[{theme}]: {exc}") from exc
+    scored = ROLES["scores"].rows(db, theme)
+    rows = decide_pairs(db, [r["id"] for r in scored.values()], thresholds)
+    unmeasured = [f for f in thresholds if rows and all(r[FILTERS[f][0]] is None for r in rows)]
+    if unmeasured:
+        raise ConfigError(f"{', '.join(unmeasured)} set but {', '.join(FILTERS[f][0] for f in unmeasured)} is not "
+                          "measured here (configure its model in metric_models, or set the threshold to None)")
     batch_rows, edges, kept, dropped = [], [], [], {}
     for r in rows:
         aid = artifact_id("curated_pair", {"scores": r["pair_score_id"]}, CODE_VERSION, thresholds)
@@ -138,10 +133,8 @@ def curated_pairs(context: dg.AssetExecutionContext, config: CuratedPairsConfig,
     metadata = {**summary, "pass_rate": round(len(kept) / len(rows), 3) if rows else 0.0,
                 "filters": dg.MetadataValue.md("| filter | threshold | passed |\n|---|---|---|\n" + table),
                 "dropped_pairs": dg.MetadataValue.json(dropped), "thresholds": dg.MetadataValue.json(thresholds)}
-    return finish_step(context, db, batch, asset_key="curated_pairs", output_ids=kept,
-                       all_ids=[a.id for a in batch_rows], code_version=CODE_VERSION,
-                       summary={**summary, "filters": filters}, metadata=metadata, partition=theme,
-                       input_assets=[("pair_scores", theme)])
+    return STAGE.finish(context, db, batch, output_ids=kept, summary={**summary, "filters": filters},
+                        metadata=metadata)
 
 
 @dg.asset_check(asset=curated_pairs, partitions_def=theme_partitions, blocking=True,

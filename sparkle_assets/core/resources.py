@@ -29,6 +29,7 @@ import dagster as dg
 
 from sparkle_model.taxonomy import Theme, TaxonomyError, load_taxonomy, parse_theme
 
+from .config import ConfigError
 from .executor import ClipExecutor, make_executor
 from .lineage import Lineage
 from .sources import SourceItem, discover
@@ -96,34 +97,22 @@ class MaskBackendResource(dg.ConfigurableResource):
     random_weights: bool = False
 
     def settings(self) -> dict:
-        """The backend's settings (part of every mask's artifact id); ValueError when unusable."""
+        """The backend's settings (part of every mask's artifact id); ConfigError when unusable."""
         if self.backend == "classical":
             return {"name": "classical"}
         if self.backend != "sam2":
-            raise ValueError(f"mask_backend.backend must be 'classical' or 'sam2', got {self.backend!r}")
+            raise ConfigError(f"mask_backend.backend must be 'classical' or 'sam2', got {self.backend!r}")
         if not self.random_weights and not Path(self.sam2_checkpoint or "").is_file():
-            raise ValueError("mask_backend.backend is 'sam2' but mask_backend.sam2_checkpoint "
+            raise ConfigError("mask_backend.backend is 'sam2' but mask_backend.sam2_checkpoint "
                              f"({self.sam2_checkpoint or 'unset'}) is not a file: set it, or env "
                              "SPARKLE_SAM2_CHECKPOINT, to a local SAM 2.1 checkpoint (.pt)")
         return {"name": "sam2", "checkpoint": self.sam2_checkpoint or None, "config": self.sam2_config,
                 "image_size": self.sam2_image_size or None, "device": self.device,
                 "random_weights": self.random_weights}
 
-    @staticmethod
-    def build(settings: dict):
-        """A backend object from `settings()` (called in executor workers)."""
-        if settings["name"] == "classical":
-            from sparkle_model.foreground import ClassicalBackend
-
-            return ClassicalBackend()
-        from sparkle_model.sam2_tracker import Sam2Backend
-
-        return Sam2Backend(settings["checkpoint"], settings["config"], settings["device"],
-                           settings["image_size"], settings["random_weights"])
-
 
 def default_themes_dir() -> str:
-    return os.environ.get("SPARKLE_THEMES_DIR") or str(Path(__file__).resolve().parent.parent / "themes")
+    return os.environ.get("SPARKLE_THEMES_DIR") or str(Path(__file__).resolve().parents[2] / "themes")
 
 
 class ThemesResource(dg.ConfigurableResource):
@@ -158,37 +147,16 @@ class VlmResource(dg.ConfigurableResource):
             return {"name": "none"}
         if self.backend == "endpoint":
             if not self.base_url or not self.model:
-                raise ValueError("vlm.backend is 'endpoint' but vlm.base_url / vlm.model are not set "
+                raise ConfigError("vlm.backend is 'endpoint' but vlm.base_url / vlm.model are not set "
                                  "(env SPARKLE_VLM_URL, SPARKLE_VLM_MODEL)")
             return {"name": "endpoint", "base_url": self.base_url, "model": self.model,
                     "api_key_env": self.api_key_env}
         if self.backend == "local":
             if not Path(self.model_dir or "").is_dir():
-                raise ValueError(f"vlm.backend is 'local' but vlm.model_dir ({self.model_dir or 'unset'}) is not a "
+                raise ConfigError(f"vlm.backend is 'local' but vlm.model_dir ({self.model_dir or 'unset'}) is not a "
                                  "directory: set it (or SPARKLE_VLM_MODEL_DIR) to a local vision-language model")
             return {"name": "local", "model_dir": self.model_dir, "device": self.device}
-        raise ValueError(f"vlm.backend must be 'none', 'endpoint' or 'local', got {self.backend!r}")
-
-    @staticmethod
-    def build(settings: dict):
-        """A client with `generate(prompt, images)`, or None for `none` (called in workers)."""
-        from sparkle_model.vlm import EndpointVlm, LocalVlm
-
-        if settings["name"] == "endpoint":
-            return EndpointVlm(settings["base_url"], settings["model"], settings["api_key_env"])
-        if settings["name"] == "local":
-            return _cached(("vlm", settings["model_dir"]), lambda: LocalVlm(settings["model_dir"], settings["device"]))
-        return None
-
-
-_MODELS: dict = {}
-
-
-def _cached(key, make):
-    """One model object per worker process and key."""
-    if key not in _MODELS:
-        _MODELS[key] = make()
-    return _MODELS[key]
+        raise ConfigError(f"vlm.backend must be 'none', 'endpoint' or 'local', got {self.backend!r}")
 
 
 class PipelineBackendResource(dg.ConfigurableResource):
@@ -197,7 +165,6 @@ class PipelineBackendResource(dg.ConfigurableResource):
 
     BUILTIN: ClassVar[str] = "builtin"
     OWNER: ClassVar[str] = "backend"
-    PIPELINE: ClassVar[str] = ""  # the sparkle_model.diffusion class the diffusers backend builds
 
     backend: str = "builtin"
     model_dir: str = ""
@@ -212,24 +179,13 @@ class PipelineBackendResource(dg.ConfigurableResource):
         if self.backend == self.BUILTIN:
             return {"name": self.BUILTIN}
         if self.backend != "diffusers":
-            raise ValueError(f"{self.OWNER}.backend must be '{self.BUILTIN}' or 'diffusers', got {self.backend!r}")
+            raise ConfigError(f"{self.OWNER}.backend must be '{self.BUILTIN}' or 'diffusers', got {self.backend!r}")
         if not (Path(self.model_dir or "") / "model_index.json").is_file():
-            raise ValueError(f"{self.OWNER}.backend is 'diffusers' but {self.OWNER}.model_dir "
+            raise ConfigError(f"{self.OWNER}.backend is 'diffusers' but {self.OWNER}.model_dir "
                              f"({self.model_dir or 'unset'}) is not a diffusers pipeline directory (no "
                              "model_index.json): set it to a local model copy")
         return {"name": "diffusers", "model_dir": self.model_dir, "device": self.device, "dtype": self.dtype,
                 "steps": self.steps, "guidance": self.guidance, "max_side": self.max_side, "offload": self.offload}
-
-    @classmethod
-    def build(cls, settings: dict):
-        """The diffusers backend object for `settings`, or None for the built-in backend."""
-        if settings["name"] != "diffusers":
-            return None
-        from sparkle_model import diffusion
-
-        return getattr(diffusion, cls.PIPELINE)(settings["model_dir"], settings["device"], settings["steps"],
-                                                settings["guidance"], settings["dtype"], settings["offload"],
-                                                settings["max_side"])
 
 
 class EditBackendResource(PipelineBackendResource):
@@ -238,7 +194,6 @@ class EditBackendResource(PipelineBackendResource):
     `scorer`: `automatic` (edit_scores.py) or `vlm` (EditScore-style, needs the vlm resource)."""
 
     OWNER: ClassVar[str] = "edit_backend"
-    PIPELINE: ClassVar[str] = "DiffusersEditor"
 
     steps: int = 28
     max_side: int = 1024
@@ -246,7 +201,7 @@ class EditBackendResource(PipelineBackendResource):
 
     def settings(self) -> dict:
         if self.scorer not in ("automatic", "vlm"):
-            raise ValueError(f"edit_backend.scorer must be 'automatic' or 'vlm', got {self.scorer!r}")
+            raise ConfigError(f"edit_backend.scorer must be 'automatic' or 'vlm', got {self.scorer!r}")
         return {**super().settings(), "scorer": self.scorer}
 
 
@@ -256,7 +211,6 @@ class VideoBackendResource(PipelineBackendResource):
 
     BUILTIN: ClassVar[str] = "procedural"
     OWNER: ClassVar[str] = "video_backend"
-    PIPELINE: ClassVar[str] = "DiffusersAnimator"
 
     backend: str = "procedural"
     steps: int = 40
@@ -270,7 +224,6 @@ class FinalBackendResource(PipelineBackendResource):
 
     BUILTIN: ClassVar[str] = "composite"
     OWNER: ClassVar[str] = "final_backend"
-    PIPELINE: ClassVar[str] = "DiffusersGuidedGenerator"
 
     backend: str = "composite"
     guidance: float = 5.0
@@ -286,10 +239,10 @@ class MetricModelsResource(dg.ConfigurableResource):
 
     def settings(self) -> dict:
         if self.lpips_backbone and not Path(self.lpips_backbone).is_file():
-            raise ValueError(f"metric_models.lpips_backbone ({self.lpips_backbone}) is not a file: set it to a "
+            raise ConfigError(f"metric_models.lpips_backbone ({self.lpips_backbone}) is not a file: set it to a "
                              "torchvision AlexNet state dict (alexnet-owt-7be5be79.pth) or leave it empty")
         if self.clip_dir and not (Path(self.clip_dir) / "config.json").is_file():
-            raise ValueError(f"metric_models.clip_dir ({self.clip_dir}) has no config.json: set it to a local "
+            raise ConfigError(f"metric_models.clip_dir ({self.clip_dir}) has no config.json: set it to a local "
                              "transformers CLIP model directory or leave it empty")
         return {"lpips_backbone": self.lpips_backbone, "clip_dir": self.clip_dir}
 

@@ -1,0 +1,39 @@
+"""The one judging protocol of the pipeline's filters: a stored score, then a decision with a reason.
+
+A per-clip function stores its score in the artifact's info; the stage then decides with a
+threshold from its config: rows below it stay on disk but become `dropped`, with a reason that
+names the score and the threshold. Changing a threshold re-decides stored rows, recomputing nothing.
+"""
+
+from __future__ import annotations
+
+from .lineage import LineageBatch
+
+EDIT_SCORE_PARTS = ("overall", "prompt_following", "consistency", "perceptual_quality")
+SCORE_BINS = [0, 2, 4, 6, 7, 8, 8.5, 9, 9.5, 10]
+
+
+def judge_edit_scores(batch: LineageBatch, kind: str, prefix: str,
+                      threshold: float) -> tuple[list[str], dict[str, str]]:
+    """Record each ok `kind` row's EditScore-shaped score as `<prefix>_<part>` scores and mark rows
+    whose overall score is below `threshold` as dropped. Returns (kept ids, dropped reasons by clip)."""
+    return judge(batch, kind=kind, scores=lambda info: {f"{prefix}_{p}": info["score"][p] for p in EDIT_SCORE_PARTS},
+                 reason=lambda info: (f"{prefix} score {info['score']['overall']:.2f} < {threshold}"
+                                      if info["score"]["overall"] < threshold else None))
+
+
+def judge(batch: LineageBatch, *, kind: str | None, scores, reason) -> tuple[list[str], dict[str, str]]:
+    """For each ok row (of `kind`, if given): record `scores(info)` (metric -> value) and drop it when
+    `reason(info)` is not None. Returns (kept ids, dropped reasons by clip)."""
+    kept, dropped = [], {}
+    for row in batch.artifacts:
+        if row.status != "ok" or (kind is not None and row.kind != kind):
+            continue
+        batch.scores.extend((row.id, metric, value) for metric, value in scores(row.info).items())
+        why = reason(row.info)
+        if why:
+            row.status, row.reason = "dropped", why
+            dropped[row.clip_id] = why
+        else:
+            kept.append(row.id)
+    return kept, dropped

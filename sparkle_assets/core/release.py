@@ -1,0 +1,78 @@
+"""What the release stages (`sparkle_dataset`, `bench_split`) share: the pairs a curation decided,
+with their current rows by role, and how their files and lineage rows are written out.
+
+Both export the same roles, under one code version; neither decodes anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import StageConfig
+from .lineage import ArtifactRow, Lineage, LineageBatch
+from .readers import ROLES
+from .stage import Stage
+from .store import artifact_id
+
+EXPORT_VERSION = "sparkle_dataset-1"
+# what an exported pair is made of: the curation decision, and every artifact behind it by role
+EXPORT_ROLES = ("clip", "mask", "frame0", "instruction", "edited", "plate", "background", "guidance", "video",
+                "scores")
+
+
+def release_stage(name: str) -> Stage:
+    return Stage(name, EXPORT_VERSION, reads=("curated", *EXPORT_ROLES), per_theme=True)
+
+
+class ExportConfig(StageConfig):
+    """`root`: where the export goes (default: `<SPARKLE_HOME>/dataset` or `/bench`)."""
+
+    root: str = ""
+
+
+def task_id(theme: str, clip_id: str) -> str:
+    return f"sparkle_{theme}_{clip_id}"
+
+
+def curated_records(db: Lineage, theme: str, status: str) -> tuple[list[dict], dict[str, str]]:
+    """The pairs `curated_pairs` last judged `status` ('ok' or 'dropped'), each with its decision
+    (`pair`), its artifact rows by role and its task id; and the pairs left out, with why."""
+    roles = {role: ROLES[role].rows(db, theme) for role in EXPORT_ROLES}
+    out, skipped = [], {}
+    for pair in db.current_artifacts("curated_pairs", theme, status=status, kind="curated_pair"):
+        cid = pair["clip_id"]
+        rows = {role: found[cid] for role, found in roles.items() if cid in found}
+        absent = [r for r in EXPORT_ROLES if r not in rows]
+        if absent or rows["video"]["id"] != pair["info"]["edited_video_id"]:
+            skipped[cid] = f"missing current {', '.join(absent)}" if absent else "edited video changed since curation"
+            continue
+        out.append({"pair": pair, "rows": rows, "task": task_id(theme, cid)})
+    return out, skipped
+
+
+def remove_stale(folders: list[Path], keep: set[str]) -> int:
+    """Delete files in `folders` whose stem is not in `keep`; returns how many."""
+    removed = 0
+    for folder in folders:
+        for path in folder.glob("*") if folder.is_dir() else []:
+            if path.is_file() and path.stem not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def record_rows(records: list[dict], kind: str, asset_key: str, theme: str, run_id: str, params: dict,
+                infos: list[dict]) -> LineageBatch:
+    """One record-only lineage row per exported pair, linked to its curation decision and video."""
+    batch = LineageBatch()
+    for rec, info in zip(records, infos):
+        aid = artifact_id(kind, {"pair": rec["pair"]["id"]}, EXPORT_VERSION, params)
+        batch.artifacts.append(ArtifactRow(id=aid, kind=kind, asset_key=asset_key, partition=theme,
+                                           clip_id=rec["pair"]["clip_id"], theme=theme, code_version=EXPORT_VERSION,
+                                           params=params, run_id=run_id, info=info))
+        batch.edges += [(aid, rec["pair"]["id"], "pair"), (aid, rec["rows"]["video"]["id"], "video")]
+    return batch
+
+
+def export_root(config_root: str, home: str, default: str) -> Path:
+    return Path(config_root or Path(home) / default).expanduser().resolve()
