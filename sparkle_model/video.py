@@ -18,6 +18,7 @@ MIN_SIDE = 32
 MAX_SIDE = 8192
 MAX_ASPECT = 8.0
 MAX_FPS = 240.0
+MAX_FRAMES = 100_000  # a declared frame count is clamped to this before any use
 
 
 class VideoError(ValueError):
@@ -84,6 +85,22 @@ def first_frame(path: str | os.PathLike) -> np.ndarray:
     for frame in iter_frames(path):
         return frame
     raise VideoError(f"{Path(path).name} has no frames")
+
+
+def sample_frames(path: str | os.PathLike, count: int) -> list[np.ndarray]:
+    """`count` frames spread evenly over a video; decoding stops after the last one needed and the
+    declared frame count is clamped to MAX_FRAMES (a header is never trusted for an allocation)."""
+    declared = min(probe(path).frames, MAX_FRAMES)
+    wanted = sorted({int(i) for i in np.linspace(0, declared - 1, count).round()}) if declared > 0 else list(range(count))
+    out = []
+    for index, frame in enumerate(iter_frames(path)):
+        if index == wanted[len(out)]:
+            out.append(frame)
+            if len(out) == len(wanted):
+                break
+    if not out:
+        raise VideoError(f"no decodable frames in {path}")
+    return out
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:

@@ -3,6 +3,7 @@ the diffusers backends (tiny random weights) and the VLM endpoint client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -173,7 +174,8 @@ class FakeChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization"),
+                                 "api_key": self.headers.get("api-key")})
                 data = json.dumps({"choices": [{"message": {"content": "Sure:\n" + json.dumps(reply)}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -204,6 +206,21 @@ def test_vlm_endpoint_client(monkeypatch):
         content = req["body"]["messages"][0]["content"]
         assert [c["type"] for c in content] == ["image_url", "image_url", "text"]
         assert content[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert req["body"]["temperature"] == 0 and req["body"]["seed"] == 42
+        # videos go after the prompt as data:video/mp4 parts, as Sparkle's eval script sends them
+        monkeypatch.delenv("SPARKLE_VLM_API_KEY")
+        EndpointVlm(server.url, "judge").generate("judge these", [], videos=[b"mp4-one", b"mp4-two"])
+        req = server.requests[1]
+        assert req["auth"] is None  # no key configured: no Authorization header at all
+        content = req["body"]["messages"][0]["content"]
+        assert [c["type"] for c in content] == ["text", "image_url", "image_url"]
+        assert content[2]["image_url"]["url"] == "data:video/mp4;base64," + base64.b64encode(b"mp4-two").decode()
+        # Azure OpenAI: deployment path, api-version query, api-key header
+        monkeypatch.setenv("SPARKLE_VLM_API_KEY", "azkey")
+        EndpointVlm(server.url, "judge", azure_api_version="2024-03-01-preview").generate("hi", [])
+        req = server.requests[2]
+        assert req["path"] == "/v1/openai/deployments/judge/chat/completions?api-version=2024-03-01-preview"
+        assert req["api_key"] == "azkey" and req["auth"] is None
     finally:
         server.close()
     with pytest.raises(VlmError, match="failed after 1 tries"):

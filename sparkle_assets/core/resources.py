@@ -10,8 +10,9 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``,
   ``SPARKLE_SAM2_CONFIG``, ``SPARKLE_DEVICE``;
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
-- ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_URL``,
-  ``SPARKLE_VLM_MODEL``, ``SPARKLE_VLM_MODEL_DIR``;
+- ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
+  ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
+  ``SPARKLE_VLM_AZURE_API_VERSION``) is read from the environment only, never from run config;
 - ``SPARKLE_EDIT_BACKEND`` (``builtin`` or ``diffusers``), ``SPARKLE_EDIT_MODEL_DIR``,
   ``SPARKLE_EDIT_SCORER`` (``automatic`` or ``vlm``);
 - ``SPARKLE_VIDEO_BACKEND`` (``procedural`` or ``diffusers``), ``SPARKLE_VIDEO_MODEL_DIR``;
@@ -28,6 +29,7 @@ from typing import ClassVar
 import dagster as dg
 
 from sparkle_model.taxonomy import Theme, TaxonomyError, load_taxonomy, parse_theme
+from sparkle_model.vlm import endpoint_settings
 
 from .config import ConfigError
 from .executor import ClipExecutor, make_executor
@@ -132,13 +134,13 @@ class ThemesResource(dg.ConfigurableResource):
 
 class VlmResource(dg.ConfigurableResource):
     """The vision-language model that writes instructions and scores edits: `none` (templates and
-    automatic scores), `endpoint` (an OpenAI-compatible `base_url` + `model`; the key, if any, in
-    the environment variable named by `api_key_env`) or `local` (transformers, `model_dir`)."""
+    automatic scores), `endpoint` (an OpenAI-compatible endpoint serving `model`) or `local`
+    (transformers, `model_dir`). Where the endpoint is and which variable holds its key are NOT
+    fields (run config can set fields from the UI): `sparkle_model.vlm.endpoint_settings` reads them
+    from the environment (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``, ``SPARKLE_VLM_AZURE_API_VERSION``)."""
 
     backend: str = "none"
-    base_url: str = ""
     model: str = ""
-    api_key_env: str = "SPARKLE_VLM_API_KEY"
     model_dir: str = ""
     device: str = "cpu"
 
@@ -146,11 +148,11 @@ class VlmResource(dg.ConfigurableResource):
         if self.backend == "none":
             return {"name": "none"}
         if self.backend == "endpoint":
-            if not self.base_url or not self.model:
-                raise ConfigError("vlm.backend is 'endpoint' but vlm.base_url / vlm.model are not set "
-                                 "(env SPARKLE_VLM_URL, SPARKLE_VLM_MODEL)")
-            return {"name": "endpoint", "base_url": self.base_url, "model": self.model,
-                    "api_key_env": self.api_key_env}
+            endpoint = endpoint_settings()
+            if not endpoint["base_url"] or not self.model:
+                raise ConfigError("vlm.backend is 'endpoint' but the endpoint (env SPARKLE_VLM_URL) or vlm.model "
+                                 "(env SPARKLE_VLM_MODEL) is not set")
+            return {"name": "endpoint", "model": self.model, **endpoint}
         if self.backend == "local":
             if not Path(self.model_dir or "").is_dir():
                 raise ConfigError(f"vlm.backend is 'local' but vlm.model_dir ({self.model_dir or 'unset'}) is not a "
@@ -265,7 +267,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             device=os.environ.get("SPARKLE_DEVICE", "cpu")),
         "themes": ThemesResource(directory=default_themes_dir()),
         "vlm": VlmResource(backend=os.environ.get("SPARKLE_VLM_BACKEND", "none"),
-                           base_url=os.environ.get("SPARKLE_VLM_URL", ""), model=os.environ.get("SPARKLE_VLM_MODEL", ""),
+                           model=os.environ.get("SPARKLE_VLM_MODEL", ""),
                            model_dir=os.environ.get("SPARKLE_VLM_MODEL_DIR", ""),
                            device=os.environ.get("SPARKLE_DEVICE", "cpu")),
         "edit_backend": EditBackendResource(backend=os.environ.get("SPARKLE_EDIT_BACKEND", "builtin"),
