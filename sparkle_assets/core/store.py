@@ -147,6 +147,10 @@ class ArtifactStore:
                 return None
         return art
 
+    def payload_path(self, kind: str, aid: str, ext: str) -> Path:
+        """Where the payload of artifact `aid` lives (whether or not it exists yet)."""
+        return self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+
     def path_of(self, art: StoredArtifact) -> Path:
         if art.uri is None:
             raise StoreError(f"artifact {art.id} ({art.kind}) has no payload file")
@@ -159,7 +163,7 @@ class ArtifactStore:
 
         Commit (the sidecar) happens in `commit`; a payload without a sidecar is never trusted.
         """
-        final = self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+        final = self.payload_path(kind, aid, ext)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{aid}.tmp-{uuid.uuid4().hex[:8]}.{ext.lstrip('.')}")
         try:
