@@ -82,3 +82,82 @@ def test_run_config_cannot_move_the_endpoint_or_name_the_key_variable():
         with pytest.raises(dg.DagsterInvalidConfigError, match=field):
             dg.validate_run_config(job, {"resources": {"vlm": {"config": {field: value}}}})
     dg.validate_run_config(job, {"resources": {"vlm": {"config": {"model": "judge"}}}})  # the model may be chosen
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_partition_named_like_a_path_cannot_leave_the_home(home, tmp_path, capsys):
+    """Attack: in the UI, add a `theme` partition named `/some/dir/x`, then let refilter, the sensor,
+    the nightly schedule or `sparkle run --theme` use it: refilter deleted files in
+    `/some/dir/x/source_video/` and wrote `x.json`, `x_bench.csv`, `x_metadata.jsonl` outside the home."""
+    from datetime import datetime, timezone
+
+    from sparkle_assets import cli
+    from sparkle_assets.core.resources import default_resources
+    from sparkle_assets.core.themes import theme_taxonomy
+    from sparkle_assets.definitions import defs, nightly_refilter
+
+    victim = tmp_path / "some" / "dir"
+    (victim / "x" / "source_video").mkdir(parents=True)
+    (victim / "x" / "source_video" / "precious.mp4").write_bytes(b"not yours")
+    evil = str(victim / "x")
+    before = _tree(tmp_path / "some")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("theme", [evil])
+        run = defs.resolve_job_def("refilter").execute_in_process(instance=instance, partition_key=evil,
+                                                                  raise_on_error=False)
+        assert not run.success
+        failures = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert failures and all(f"invalid theme partition name {evil!r}" in e.event_specific_data.error.message
+                                for e in failures)
+        when = datetime(2026, 11, 25, 3, tzinfo=timezone.utc)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            skip = nightly_refilter(ctx)
+        assert isinstance(skip, dg.SkipReason) and f"invalid theme partition name {evil!r}" in skip.skip_message
+        sensor = theme_taxonomy(dg.build_sensor_context(instance=instance,
+                                                        resources={"themes": default_resources()["themes"]}))
+        instance.add_dynamic_partitions("theme", list(sensor.dynamic_partitions_requests[0].partition_keys))
+        assert evil not in sensor.dynamic_partitions_requests[0].partition_keys
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as ctx:
+            requests = nightly_refilter(ctx)
+        assert sorted(r.partition_key for r in requests) == ["location", "season", "style", "time"]
+        skip = theme_taxonomy(dg.build_sensor_context(instance=instance,
+                                                      resources={"themes": default_resources()["themes"]}))
+        assert f"invalid theme partition name {evil!r}" in skip.skip_message
+        # the theme resource refuses to build a taxonomy path from it
+        with pytest.raises(Exception, match="invalid theme partition name"):
+            default_resources()["themes"].theme("../../etc/passwd")
+        # run config cannot point the export outside the home either
+        export = defs.resolve_job_def("refilter").execute_in_process(
+            instance=instance, partition_key="time", raise_on_error=False,
+            run_config={"ops": {"sparkle_dataset": {"config": {"root": str(victim)}}}})
+        assert not export.success
+        assert any("root must be a folder inside the project home" in e.event_specific_data.error.message
+                   for e in export.all_events if e.event_type_value == "STEP_FAILURE")
+    assert cli.main(["--home", str(home), "run", "--theme", evil]) == 2
+    assert f"invalid theme partition name {evil!r}" in capsys.readouterr().err
+    assert _tree(tmp_path / "some") == before  # nothing deleted, nothing written outside the home
+
+
+def test_sql_console_reads_the_lineage_tables_and_nothing_else(home, tmp_path, capsys):
+    """Attack: `sparkle lineage sql` with `COPY ... TO` overwrote lineage.duckdb itself,
+    `read_text('/etc/hostname')` read a file and `ATTACH` created a writable database."""
+    from sparkle_assets import cli
+    from sparkle_assets.core.lineage import ArtifactRow, Lineage, LineageBatch
+    from sparkle_assets.core.store import file_sha256
+
+    db = Lineage(home / "lineage.duckdb")
+    db.write(LineageBatch(artifacts=[ArtifactRow(id="a1", kind="source_file", asset_key="source_clips")]))
+    digest = file_sha256(db.db_path)
+    attacks = [f"COPY artifact TO '{db.db_path}' (FORMAT csv)", "SELECT * FROM read_text('/etc/hostname')",
+               f"ATTACH '{tmp_path / 'new.duckdb'}' AS mine", "SET enable_external_access = true",
+               "INSTALL httpfs", "CREATE TABLE mine (a INT)"]
+    for sql in attacks:
+        assert cli.main(["--home", str(home), "lineage", "sql", sql]) == 2, sql
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("query refused:") and "\n" not in err, (sql, err)
+    assert file_sha256(db.db_path) == digest and not (tmp_path / "new.duckdb").exists()
+    assert cli.main(["--home", str(home), "lineage", "sql", "SELECT id, kind FROM artifact"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[0]) == {"id": "a1", "kind": "source_file"}

@@ -35,7 +35,7 @@ from .config import ConfigError
 from .executor import ClipExecutor, make_executor
 from .lineage import Lineage
 from .sources import SourceItem, discover
-from .store import ArtifactStore
+from .store import ArtifactStore, contained
 
 
 def project_home() -> str:
@@ -126,7 +126,9 @@ class ThemesResource(dg.ConfigurableResource):
         return load_taxonomy(self.directory)
 
     def theme(self, name: str) -> Theme:
-        path = Path(self.directory) / f"{name}.yaml"
+        from .themes import check_theme_name  # themes.py imports this module
+
+        path = contained(self.directory, f"{check_theme_name(name)}.yaml")
         if not path.is_file():
             raise TaxonomyError(path, "", f"no taxonomy file for theme partition {name!r}")
         return parse_theme(path)

@@ -32,6 +32,19 @@ class StoreError(ValueError):
     """A store path or artifact that cannot be used (escapes the root, fails verification...)."""
 
 
+def contained(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """`root` joined with `parts`, resolved, refusing anything that leaves `root`: an absolute part,
+    `..`, a NUL byte or a symlink that points out. The one containment check for every path built
+    from data (store uris, export and bench files, contact sheets, theme names)."""
+    base = Path(root).resolve()
+    if any(not str(part) or "\x00" in str(part) for part in parts):
+        raise StoreError(f"invalid path part in {[str(p) for p in parts]!r}")
+    candidate = base.joinpath(*parts).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise StoreError(f"path {'/'.join(str(p) for p in parts)!r} resolves outside {base}")
+    return candidate
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -112,12 +125,9 @@ class ArtifactStore:
     # -- paths -------------------------------------------------------------------------------
     def resolve(self, uri: str) -> Path:
         """Absolute path of a store-relative uri; refuses anything that escapes the root."""
-        if not uri or "\x00" in uri:
+        if not uri:
             raise StoreError(f"invalid store path {uri!r}")
-        candidate = (self.root / uri).resolve()
-        if candidate != self.root and self.root not in candidate.parents:
-            raise StoreError(f"path {uri!r} resolves outside the artifact store {self.root}")
-        return candidate
+        return contained(self.root, uri)
 
     def _base(self, kind: str, aid: str) -> str:
         if not kind.replace("_", "").isalnum() or not aid.isalnum():
