@@ -161,3 +161,27 @@ def test_sql_console_reads_the_lineage_tables_and_nothing_else(home, tmp_path, c
     assert file_sha256(db.db_path) == digest and not (tmp_path / "new.duckdb").exists()
     assert cli.main(["--home", str(home), "lineage", "sql", "SELECT id, kind FROM artifact"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[0]) == {"id": "a1", "kind": "source_file"}
+
+
+def test_sam2_config_yaml_cannot_run_a_command(tmp_path):
+    """Attack: a SAM2 config YAML with `_target_: os.system` ran a command; the config path and
+    `random_weights` were run-config settings reachable from the UI."""
+    from sparkle_assets.definitions import defs
+    from sparkle_model.sam2_build import Sam2ConfigError, build_sam2
+
+    marker = tmp_path / "pwned"
+    evil = {"top": f"model:\n  _target_: os.system\n  command: touch {marker}\n",
+            # nested under a real sam2 class; a class re-exported by a sam2 module; a sam2 function
+            "nested": "model:\n  _target_: sam2.modeling.sam2_base.SAM2Base\n  image_encoder:\n"
+                      f"    _target_: subprocess.Popen\n    args: [touch, {marker}]\n",
+            "reexport": "model:\n  _target_: sam2.sam2_video_predictor.tqdm\n",
+            "function": "model:\n  _target_: sam2.utils.misc.load_video_frames\n  video_path: /etc\n"}
+    for name, text in evil.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+        with pytest.raises(Sam2ConfigError, match="not a sam2"):
+            build_sam2(str(tmp_path / f"{name}.yaml"), video=False)
+    assert not marker.exists()
+    job = defs.resolve_job_def("theme_independent")
+    for field, value in (("sam2_config", str(tmp_path / "top.yaml")), ("random_weights", True)):
+        with pytest.raises(dg.DagsterInvalidConfigError, match=field):
+            dg.validate_run_config(job, {"resources": {"mask_backend": {"config": {field: value}}}})

@@ -7,8 +7,8 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
   ``os.pathsep``-separated folders of videos, Sparkle / Kiwi-Edit CSVs and Sparkle release folders;
 - ``SPARKLE_BUNDLED``: ``1`` (default) to include the footage bundled with installed packages;
 - ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
-- ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``,
-  ``SPARKLE_SAM2_CONFIG``, ``SPARKLE_DEVICE``;
+- ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
+  ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
 - ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
   ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
@@ -36,6 +36,9 @@ from .executor import ClipExecutor, make_executor
 from .lineage import Lineage
 from .sources import SourceItem, discover
 from .store import ArtifactStore, contained
+
+
+SAM2_DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
 def project_home() -> str:
@@ -89,14 +92,14 @@ class ClipExecutorResource(dg.ConfigurableResource):
 class MaskBackendResource(dg.ConfigurableResource):
     """The BAIT backend of `foreground_masks`: `classical` (CPU, no downloads: MediaPipe person
     segmentation + background subtraction) or `sam2` (the sam2 video predictor; `sam2_checkpoint`
-    is a local .pt file matching `sam2_config`). `random_weights` is for tests only."""
+    is a local .pt file, loaded weights-only). The model's YAML config names classes to build, so it
+    is not a field (run config can set fields from the UI): `SPARKLE_SAM2_CONFIG` names it (default
+    the packaged sam2.1 hiera-t), and `SPARKLE_SAM2_RANDOM_WEIGHTS=1` (tests only) builds random weights."""
 
     backend: str = "classical"
     sam2_checkpoint: str = ""
-    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
     sam2_image_size: int = 0  # 0: the config's own (1024)
     device: str = "cpu"
-    random_weights: bool = False
 
     def settings(self) -> dict:
         """The backend's settings (part of every mask's artifact id); ConfigError when unusable."""
@@ -104,13 +107,14 @@ class MaskBackendResource(dg.ConfigurableResource):
             return {"name": "classical"}
         if self.backend != "sam2":
             raise ConfigError(f"mask_backend.backend must be 'classical' or 'sam2', got {self.backend!r}")
-        if not self.random_weights and not Path(self.sam2_checkpoint or "").is_file():
+        random_weights = os.environ.get("SPARKLE_SAM2_RANDOM_WEIGHTS") == "1"
+        if not random_weights and not Path(self.sam2_checkpoint or "").is_file():
             raise ConfigError("mask_backend.backend is 'sam2' but mask_backend.sam2_checkpoint "
                              f"({self.sam2_checkpoint or 'unset'}) is not a file: set it, or env "
                              "SPARKLE_SAM2_CHECKPOINT, to a local SAM 2.1 checkpoint (.pt)")
-        return {"name": "sam2", "checkpoint": self.sam2_checkpoint or None, "config": self.sam2_config,
-                "image_size": self.sam2_image_size or None, "device": self.device,
-                "random_weights": self.random_weights}
+        return {"name": "sam2", "checkpoint": self.sam2_checkpoint or None,
+                "config": os.environ.get("SPARKLE_SAM2_CONFIG") or SAM2_DEFAULT_CONFIG,
+                "image_size": self.sam2_image_size or None, "device": self.device, "random_weights": random_weights}
 
 
 def default_themes_dir() -> str:
@@ -265,7 +269,6 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "mask_backend": MaskBackendResource(
             backend=os.environ.get("SPARKLE_MASK_BACKEND", "classical"),
             sam2_checkpoint=os.environ.get("SPARKLE_SAM2_CHECKPOINT", ""),
-            sam2_config=os.environ.get("SPARKLE_SAM2_CONFIG", "configs/sam2.1/sam2.1_hiera_t.yaml"),
             device=os.environ.get("SPARKLE_DEVICE", "cpu")),
         "themes": ThemesResource(directory=default_themes_dir()),
         "vlm": VlmResource(backend=os.environ.get("SPARKLE_VLM_BACKEND", "none"),
