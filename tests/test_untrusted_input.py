@@ -9,6 +9,7 @@ console cannot touch the disk, that a model YAML cannot run a command, and that 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,9 +21,10 @@ from sparkle_model.vlm import EndpointVlm, VlmError
 
 class RecordingServer:
     """A loopback HTTP server that records every request's path and headers; `redirect_to` makes
-    it answer every POST with a 307 to that URL, otherwise it answers like a chat endpoint."""
+    it answer every POST with a redirect (`status`) to that URL, otherwise it answers like a chat
+    endpoint."""
 
-    def __init__(self, redirect_to: str | None = None):
+    def __init__(self, redirect_to: str | None = None, status: int = 302):
         seen = self.seen = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -30,7 +32,7 @@ class RecordingServer:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
                 if redirect_to:
-                    self.send_response(307)
+                    self.send_response(status)
                     self.send_header("Location", redirect_to + self.path)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -41,6 +43,8 @@ class RecordingServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            do_GET = do_POST  # urllib followed a 302 as a GET
 
             def log_message(self, *args):
                 pass
@@ -54,11 +58,12 @@ class RecordingServer:
         self.server.server_close()
 
 
-def test_endpoint_redirect_never_carries_the_key(monkeypatch):
-    """Attack: the configured endpoint answers 307 to another host; the old client followed it and
-    sent `Authorization: Bearer <key>` there."""
+@pytest.mark.parametrize("status", [302, 307])
+def test_endpoint_redirect_never_carries_the_key(monkeypatch, status):
+    """Attack: the configured endpoint answers with a redirect to another host; the old client
+    followed it (urllib follows a 302 as a GET) and sent `Authorization: Bearer <key>` there."""
     thief = RecordingServer()
-    endpoint = RecordingServer(redirect_to=thief.url)
+    endpoint = RecordingServer(redirect_to=thief.url, status=status)
     monkeypatch.setenv("SPARKLE_VLM_API_KEY", "top-secret-key")
     try:
         with pytest.raises(VlmError, match="redirects are refused") as err:
@@ -185,3 +190,28 @@ def test_sam2_config_yaml_cannot_run_a_command(tmp_path):
     for field, value in (("sam2_config", str(tmp_path / "top.yaml")), ("random_weights", True)):
         with pytest.raises(dg.DagsterInvalidConfigError, match=field):
             dg.validate_run_config(job, {"resources": {"mask_backend": {"config": {field: value}}}})
+
+
+def test_niqe_ignores_a_planted_predictable_cache_file(tmp_path, monkeypatch):
+    """Attack: plant `/tmp/sparkle-niqe-<uid>.mat` (world-writable, predictable) with other model
+    parameters; it was trusted if present. (The temporary directory is redirected to tmp_path so no
+    other process on this machine sees the planted file.)"""
+    import tempfile
+
+    import numpy as np
+    import scipy.io
+    import torch
+
+    from sparkle_bench.metrics import IqaModels
+    from sparkle_model import model_cache
+
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 3, 96, 128), dtype=np.float32))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model_cache.clear()
+    honest = float(IqaModels().pyiqa("niqe")(image))
+    planted = tmp_path / f"sparkle-niqe-{os.getuid()}.mat"
+    scipy.io.savemat(str(planted), {"mu_prisparam": np.zeros((1, 36)), "cov_prisparam": np.eye(36) * 1e6})
+    model_cache.clear()
+    assert float(IqaModels().pyiqa("niqe")(image)) == pytest.approx(honest)
+    assert [p.name for p in tmp_path.glob("sparkle*")] == [planted.name]  # and no cache file of ours
+    model_cache.clear()
