@@ -7,7 +7,6 @@ are reported as missing (None) otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 

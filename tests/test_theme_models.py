@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -166,16 +166,23 @@ def test_diffusers_backends_with_tiny_random_weights(tiny_pipelines):
 
 
 class FakeChatServer:
-    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests)."""
+    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests).
+    With `redirect_to` it answers every request with a redirect (`status`) to that URL instead."""
 
-    def __init__(self, reply: dict):
+    def __init__(self, reply: dict, redirect_to: str | None = None, status: int = 302):
         requests = self.requests = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization"),
-                                 "api_key": self.headers.get("api-key")})
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                requests.append({"path": self.path, "body": json.loads(raw) if raw else None,
+                                 "auth": self.headers.get("Authorization"), "api_key": self.headers.get("api-key")})
+                if redirect_to:
+                    self.send_response(status)
+                    self.send_header("Location", redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = json.dumps({"choices": [{"message": {"content": "Sure:\n" + json.dumps(reply)}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -183,15 +190,18 @@ class FakeChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            do_GET = do_POST  # urllib used to follow a 302 as a GET
+
             def log_message(self, *args):
                 pass
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 def test_vlm_endpoint_client(monkeypatch):

@@ -10,70 +10,30 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
 
 from sparkle_model.vlm import EndpointVlm, VlmError
 
-
-class RecordingServer:
-    """A loopback HTTP server that records every request's path and headers; `redirect_to` makes
-    it answer every POST with a redirect (`status`) to that URL, otherwise it answers like a chat
-    endpoint."""
-
-    def __init__(self, redirect_to: str | None = None, status: int = 302):
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}})
-                if redirect_to:
-                    self.send_response(status)
-                    self.send_header("Location", redirect_to + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = json.dumps({"choices": [{"message": {"content": "stolen"}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST  # urllib followed a 302 as a GET
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from test_theme_models import FakeChatServer
 
 
 @pytest.mark.parametrize("status", [302, 307])
 def test_endpoint_redirect_never_carries_the_key(monkeypatch, status):
     """Attack: the configured endpoint answers with a redirect to another host; the old client
     followed it (urllib follows a 302 as a GET) and sent `Authorization: Bearer <key>` there."""
-    thief = RecordingServer()
-    endpoint = RecordingServer(redirect_to=thief.url, status=status)
+    thief = FakeChatServer({"stolen": True})
+    endpoint = FakeChatServer({}, redirect_to=thief.url.removesuffix("/v1"), status=status)
     monkeypatch.setenv("SPARKLE_VLM_API_KEY", "top-secret-key")
     try:
         with pytest.raises(VlmError, match="redirects are refused") as err:
-            EndpointVlm(endpoint.url + "/v1", "judge", retries=3, timeout=5).generate("hi", [])
+            EndpointVlm(endpoint.url, "judge", retries=3, timeout=5).generate("hi", [])
     finally:
         thief.close()
         endpoint.close()
-    assert endpoint.seen and endpoint.seen[0]["headers"]["authorization"] == "Bearer top-secret-key"
-    assert len(endpoint.seen) == 1  # a redirect is not retried
-    assert thief.seen == []  # the redirect target never saw a request, let alone the key
+    assert [r["auth"] for r in endpoint.requests] == ["Bearer top-secret-key"]  # one request: not retried
+    assert thief.requests == []  # the redirect target never saw a request, let alone the key
     assert "top-secret-key" not in str(err.value)
 
 
