@@ -146,8 +146,8 @@ def _normalise(store: ArtifactStore, job: IngestJob, rid: str, path: Path) -> li
             with store.writing("source_clip", aid, "mp4") as tmp:
                 write_video(tmp, (frames.get(int(i)) for i in wanted[start:start + length]), fps=p["fps"])
             written.append((aid, params, store.payload_path("source_clip", aid, "mp4")))
-    except VideoError:
-        for _, _, payload in written:  # never leave payloads of a quarantined file behind
+    except BaseException:
+        for _, _, payload in written:  # never leave payloads of a file whose clips are not all made
             payload.unlink(missing_ok=True)
         raise
     finally:
