@@ -43,7 +43,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
     assert lineage.query("SELECT count(*) AS n FROM artifact_edge")[0]["n"] == workers * n
     assert lineage.query("SELECT count(*) AS n FROM score")[0]["n"] == workers * n
     assert lineage.query("SELECT count(*) AS n FROM materialization")[0]["n"] == workers
-    assert not list(lineage.pending_dir.glob("*.json"))
+    assert not lineage.pending()
 
 
 def test_merge_is_idempotent_and_fresh_rows_win(tmp_path):
