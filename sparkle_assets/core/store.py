@@ -24,6 +24,7 @@ import shutil
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -116,6 +117,7 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
+        self._dirs: dict[tuple[str, str], Path] = {}  # (kind, shard) -> its resolved folder, checked once
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
@@ -136,7 +138,21 @@ class ArtifactStore:
         return f"{kind}/{aid[:2]}/{aid}"
 
     def _sidecar(self, kind: str, aid: str) -> Path:
-        return self.resolve(self._base(kind, aid) + ".artifact.json")  # never a payload name
+        return self._dir(kind, aid) / f"{aid}.artifact.json"  # never a payload name
+
+    def _dir(self, kind: str, aid: str) -> Path:
+        """The folder of an artifact, resolved and checked inside the root once per process."""
+        key = (kind, aid[:2])
+        if key not in self._dirs:
+            self._dirs[key] = self.resolve(self._base(kind, aid)).parent
+        return self._dirs[key]
+
+    def _payload(self, art: StoredArtifact) -> Path:
+        """The payload path of a sidecar's artifact: it must be `<kind>/<id[:2]>/<id>.<ext>`."""
+        name = art.uri.rsplit("/", 1)[-1]
+        if art.uri != f"{self._base(art.kind, art.id).rsplit('/', 1)[0]}/{name}" or not name.startswith(f"{art.id}."):
+            raise StoreError(f"artifact {art.id} names a payload {art.uri!r} outside its own place")
+        return self._dir(art.kind, art.id) / name
 
     # -- lookup ------------------------------------------------------------------------------
     def lookup(self, kind: str, aid: str, full: bool = False) -> StoredArtifact | None:
@@ -152,16 +168,16 @@ class ArtifactStore:
             return None
         if art.uri is None:
             return art
-        path = self.resolve(art.uri)
         try:
-            st = path.stat()
-            if st.st_size != art.bytes:
+            path = self._payload(art)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != art.bytes:
                 return None
             if not full and art.stamp == stamp_of(st):
                 return art
             if file_sha256(path) != art.content_hash:
                 return None
-        except OSError:
+        except (OSError, StoreError):
             return None
         if art.stamp != stamp_of(st):  # verified in full: stamp it, so the next lookup reads nothing
             art = StoredArtifact(**{**art.to_json(), "stamp": stamp_of(st)})
