@@ -22,3 +22,47 @@ def test_bad_executor_settings_are_refused():
         make_executor("ray-ish")
     with pytest.raises(ValueError, match="workers"):
         ProcessPoolExecutor(0)
+
+
+def sleep_for(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def die_on(x: int) -> int:
+    import os
+
+    if x == 2:
+        os._exit(9)
+    return x
+
+
+def test_pool_survives_a_dying_worker_and_is_reused():
+    pool = ProcessPoolExecutor(2)
+    outcomes = pool.map(die_on, [1, 2, 3, 4])
+    assert [o.value for o in outcomes] == [1, None, 3, 4]
+    assert "worker died (exit code 9)" in outcomes[1].error
+    pids = {w.process.pid for w in pool._pool()}
+    assert [o.value for o in pool.map(die_on, [5, 6])] == [5, 6]
+    assert {w.process.pid for w in pool._pool()} == pids  # the same workers served the next map
+
+
+def test_a_straggler_is_stopped_at_the_timeout_and_the_step_goes_on():
+    import time
+
+    start = time.monotonic()
+    outcomes = ProcessPoolExecutor(2).map(sleep_for, [0.1, 30.0, 0.1, 0.1], timeout=3.0)
+    elapsed = time.monotonic() - start
+    assert outcomes[1].error == "timed out after 3 s"
+    assert [o.value for i, o in enumerate(outcomes) if i != 1] == [0.1, 0.1, 0.1]
+    assert elapsed < 10, elapsed
+
+
+def test_every_outcome_carries_its_cost():
+    outcome = InProcessExecutor().map(sleep_for, [0.2])[0]
+    assert outcome.cost.wall_s >= 0.2 and outcome.cost.cpu_s < 0.2 and outcome.cost.device == "cpu"
+    assert outcome.cost.peak_rss_mb is None or outcome.cost.peak_rss_mb > 10
+    pooled = ProcessPoolExecutor(2).map(sleep_for, [0.2, 0.2])
+    assert all(o.cost.wall_s >= 0.2 for o in pooled)

@@ -43,7 +43,7 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
     assert lineage.query("SELECT count(*) AS n FROM artifact_edge")[0]["n"] == workers * n
     assert lineage.query("SELECT count(*) AS n FROM score")[0]["n"] == workers * n
     assert lineage.query("SELECT count(*) AS n FROM materialization")[0]["n"] == workers
-    assert not list(lineage.pending_dir.glob("*.json"))
+    assert not lineage.pending()
 
 
 def test_merge_is_idempotent_and_fresh_rows_win(tmp_path):
@@ -81,3 +81,39 @@ def test_unknown_reference_raises(tmp_path):
         assert "nope" in str(exc)
     else:
         raise AssertionError("expected KeyError")
+
+
+def test_a_database_and_fragment_from_the_previous_version_are_migrated(tmp_path):
+    """A lineage database written before the current-artifact tables existed, and a JSON fragment
+    left pending by that version, read the same through today's code."""
+    import json
+
+    import duckdb
+
+    db_path = tmp_path / "l.duckdb"
+    con = duckdb.connect(str(db_path))
+    con.execute("""CREATE TABLE artifact (id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, asset_key VARCHAR NOT NULL,
+        partition VARCHAR, clip_id VARCHAR, theme VARCHAR, uri VARCHAR, bytes BIGINT, content_hash VARCHAR,
+        code_version VARCHAR, params JSON, run_id VARCHAR, created_at TIMESTAMPTZ, status VARCHAR NOT NULL,
+        reason VARCHAR, info JSON);
+        CREATE TABLE materialization (run_id VARCHAR NOT NULL, asset_key VARCHAR NOT NULL, partition VARCHAR NOT NULL,
+        code_version VARCHAR, data_version VARCHAR, input_data_versions JSON, created_at TIMESTAMPTZ,
+        artifact_ids VARCHAR[], summary JSON, PRIMARY KEY (run_id, asset_key, partition));""")
+    con.execute("INSERT INTO artifact (id, kind, asset_key, clip_id, status, info) VALUES "
+                "('a1', 'clip', 'a', 'c1', 'ok', '{\"n\": 1}'), ('a2', 'clip', 'a', 'c2', 'ok', '{}')")
+    con.execute("INSERT INTO materialization VALUES ('r1', 'a', '', '1', 'dv1', '{}', '2026-01-01', ['a1'], '{}'), "
+                "('r2', 'a', '', '1', 'dv2', '{}', '2026-01-02', ['a1', 'a2'], '{}')")
+    con.close()
+    lineage = Lineage(db_path)
+    lineage.pending_dir.mkdir()
+    (lineage.pending_dir / "00000000000000000001-1-abcd.json").write_text(json.dumps({
+        "artifacts": [{"id": "a3", "kind": "clip", "asset_key": "b", "status": "ok", "clip_id": "c3", "params": {},
+                       "info": {}, "fresh": True, "partition": "", "created_at": "2026-01-03T00:00:00+00:00"}],
+        "edges": [["a3", "a2", "clip"]], "scores": [["a3", "m", 1.0]],
+        "materialization": {"run_id": "r3", "asset_key": "b", "partition": "", "code_version": "1",
+                            "data_version": "dv3", "artifact_ids": ["a3"]}}))
+    assert [r["id"] for r in lineage.current_artifacts("a")] == ["a1", "a2"]
+    assert lineage.latest_materialization("a")["data_version"] == "dv2"
+    assert [r["id"] for r in lineage.current_artifacts("b")] == ["a3"]
+    assert [r["id"] for r in lineage.sources_of("a3")] == ["a2"]
+    assert not lineage.pending()

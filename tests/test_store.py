@@ -72,3 +72,37 @@ def test_record_only_artifact(tmp_path):
     assert art.uri is None and store.lookup("score", "abc123").info == {"s": 0.5}
     with pytest.raises(StoreError):
         store.path_of(art)
+
+
+def test_lookup_reads_no_payload_byte_when_the_stamp_matches(tmp_path, monkeypatch):
+    from sparkle_assets.core import store as store_module
+
+    store = ArtifactStore(tmp_path)
+    with store.writing("thing", "abc123", "bin") as tmp:
+        tmp.write_bytes(b"0123456789")
+    store.commit("thing", "abc123", code_version="v", params={}, inputs={}, ext="bin")
+    hashed = []
+    real = store_module.file_sha256
+    monkeypatch.setattr(store_module, "file_sha256", lambda p, *a: hashed.append(p) or real(p, *a))
+    assert store.lookup("thing", "abc123") is not None and hashed == []
+    assert store.lookup("thing", "abc123", full=True) is not None and len(hashed) == 1
+    # a payload touched (or copied) keeps its bytes: hashed once, re-stamped, then trusted again
+    import os
+    path = tmp_path / "thing" / "ab" / "abc123.bin"
+    os.utime(path, ns=(1, 1))
+    assert store.lookup("thing", "abc123") is not None and len(hashed) == 2
+    assert store.lookup("thing", "abc123") is not None and len(hashed) == 2
+
+
+def test_a_sidecar_naming_another_place_is_refused(tmp_path):
+    import json
+
+    store = ArtifactStore(tmp_path)
+    with store.writing("thing", "abc123", "bin") as tmp:
+        tmp.write_bytes(b"0123456789")
+    store.commit("thing", "abc123", code_version="v", params={}, inputs={}, ext="bin")
+    (tmp_path / "other.bin").write_bytes(b"0123456789")
+    sidecar = tmp_path / "thing" / "ab" / "abc123.artifact.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "uri": "other.bin"}))
+    assert store.lookup("thing", "abc123") is None

@@ -1,22 +1,48 @@
 """How a step maps its per-clip function over the clips of a partition.
 
-One small interface, `ClipExecutor.map(fn, items) -> [Outcome]`, with an in-process and a
-process-pool implementation. The function must be a module-level callable and the items picklable,
-so that a distributed engine (Ray, Dask) can be plugged in as one more implementation without
-touching any stage. A failing item never raises out of `map`: its Outcome carries the error.
+One small interface, `ClipExecutor.map(fn, items, timeout=None) -> [Outcome]`, with an in-process
+implementation and a pool of worker processes. The function must be a module-level callable and the
+items picklable, so that a distributed engine (Ray) is one more implementation that no stage notices.
+A failing item never raises out of `map`: its Outcome carries the error. Every Outcome also carries
+the `Cost` of computing it (wall and CPU seconds, peak memory of the worker, GPU time and memory
+where torch used a GPU), measured where it ran.
+
+The process pool is started once per process and kept (one pool per run, not per step): its
+workers import only this module until a function needs more, load models once, and run torch
+with the thread count set here. A clip over the `timeout` is stopped: its worker is killed and
+replaced, the clip's Outcome says `timed out after N s`, and the step goes on; a worker that dies
+(killed for memory, a crash) is one failed clip, never a hung step.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import atexit
 import multiprocessing
+import multiprocessing.connection as mpc
+import os
+import resource
+import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What computing one item took, where it ran."""
+
+    wall_s: float
+    cpu_s: float  # user + system of the worker and the subprocesses it waited for (e.g. the H.264 encoder)
+    peak_rss_mb: float | None  # the worker's peak resident memory during the item (None where unknown)
+    device: str = "cpu"
+    gpu_s: float | None = None
+    gpu_peak_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -26,57 +52,200 @@ class Outcome(Generic[R]):
     value: R | None = None
     error: str | None = None
     detail: str | None = None
+    cost: Cost | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _call(fn: Callable[[T], R], item: T) -> Outcome[R]:
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _reset_peak_rss() -> bool:
+    """Start a new peak-memory window for this process (Linux: /proc/self/clear_refs)."""
     try:
-        return Outcome(value=fn(item))
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpu():
+    """torch's CUDA module when this process already uses it (torch is never imported just for this)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda
+    return None
+
+
+def measured(fn: Callable[[T], R], item: T) -> Outcome[R]:
+    """Call fn(item), catching its error, and measure what it cost."""
+    windowed = _reset_peak_rss()
+    cuda = _gpu()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    try:
+        value, error, detail = fn(item), None, None
     except Exception as exc:  # noqa: BLE001 - one bad clip must not fail the partition
-        return Outcome(error=f"{type(exc).__name__}: {exc}", detail=traceback.format_exc())
+        value, error, detail = None, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+    wall = time.perf_counter() - wall
+    cuda = cuda or _gpu()
+    cost = Cost(wall_s=round(wall, 4), cpu_s=round(_cpu_seconds() - cpu, 4),
+                peak_rss_mb=_peak_rss_mb() if windowed else None,
+                device="cuda" if cuda is not None else "cpu",
+                gpu_s=round(wall, 4) if cuda is not None else None,
+                gpu_peak_mb=round(cuda.max_memory_allocated() / 2 ** 20, 1) if cuda is not None else None)
+    return Outcome(value=value, error=error, detail=detail, cost=cost)
 
 
 class ClipExecutor:
     """Maps fn over items and returns one Outcome per item, in order."""
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[Outcome[R]]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], timeout: float | None = None) -> list[Outcome[R]]:
         raise NotImplementedError
 
 
 class InProcessExecutor(ClipExecutor):
-    def map(self, fn, items):
-        return [_call(fn, item) for item in items]
+    """Runs every item in this process, one after the other (`timeout` is not enforced here)."""
+
+    def map(self, fn, items, timeout=None):
+        return [measured(fn, item) for item in items]
+
+
+def _worker_main(conn: mpc.Connection) -> None:
+    """A pool worker: run (fn, item) tasks from the pipe until it closes."""
+    while True:
+        try:
+            fn, item = conn.recv()
+        except (EOFError, OSError):
+            return
+        conn.send(measured(fn, item))
+
+
+class _Worker:
+    def __init__(self, ctx, threads: int):
+        parent, child = ctx.Pipe()
+        saved = {k: os.environ.get(k) for k in THREAD_ENV}
+        os.environ.update({k: str(threads) for k in THREAD_ENV})  # torch/BLAS threads of the new process
+        try:
+            self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="sparkle-worker")
+            self.process.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child.close()
+        self.conn = parent
+        self.task: int | None = None
+        self.deadline: float | None = None
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5)
+        self.conn.close()
 
 
 class ProcessPoolExecutor(ClipExecutor):
-    """A pool of worker processes (spawned: safe with threads and torch in the parent)."""
+    """`workers` persistent worker processes (spawned: safe with threads and torch in the parent),
+    each running torch and BLAS with `threads` threads. One pool per (workers, threads) per process."""
 
-    def __init__(self, workers: int = 2):
+    _pools: dict[tuple[int, int], list[_Worker]] = {}
+
+    def __init__(self, workers: int = 2, threads: int = 1):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.workers = workers
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.workers, self.threads = workers, threads
 
-    def map(self, fn, items):
-        if len(items) <= 1 or self.workers == 1:
-            return InProcessExecutor().map(fn, items)
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx) as pool:
-            futures = [pool.submit(_call, fn, item) for item in items]
-            out: list[Outcome[Any]] = []
-            for fut in futures:
-                try:
-                    out.append(fut.result())
-                except Exception as exc:  # noqa: BLE001 - a worker died (e.g. killed for memory)
-                    out.append(Outcome(error=f"worker failed: {type(exc).__name__}: {exc}"))
-            return out
+    def _pool(self) -> list[_Worker]:
+        key = (self.workers, self.threads)
+        pool = self._pools.get(key)
+        if pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            pool = self._pools[key] = [_Worker(ctx, self.threads) for _ in range(self.workers)]
+        return pool
+
+    def _replace(self, pool: list[_Worker], worker: _Worker) -> None:
+        worker.kill()
+        pool[pool.index(worker)] = _Worker(multiprocessing.get_context("spawn"), self.threads)
+
+    def map(self, fn, items, timeout=None):
+        if not items:
+            return []
+        pool = self._pool()
+        for w in list(pool):
+            if not w.process.is_alive():
+                self._replace(pool, w)
+        results: list[Outcome | None] = [None] * len(items)
+        queue = list(range(len(items)))[::-1]
+        try:
+            while queue or any(w.task is not None for w in pool):
+                for w in pool:
+                    if w.task is None and queue:
+                        w.task = queue.pop()
+                        w.deadline = time.monotonic() + timeout if timeout else None
+                        w.conn.send((fn, items[w.task]))
+                busy = [w for w in pool if w.task is not None]
+                deadlines = [w.deadline for w in busy if w.deadline is not None]
+                wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                ready = mpc.wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=wait)
+                now = time.monotonic()
+                for w in busy:
+                    if w.conn in ready:
+                        try:
+                            results[w.task] = w.conn.recv()
+                            w.task = None
+                            continue
+                        except (EOFError, OSError):
+                            pass
+                    if w.conn in ready or w.process.sentinel in ready:
+                        code = w.process.exitcode
+                        results[w.task] = Outcome(error=f"worker died (exit code {code}): killed for memory, "
+                                                        "or a crash in native code")
+                    elif w.deadline is not None and now >= w.deadline:
+                        results[w.task] = Outcome(error=f"timed out after {timeout:g} s")
+                    else:
+                        continue
+                    w.task = None
+                    self._replace(pool, w)
+        except BaseException:
+            shutdown_pools()  # Ctrl-C or a cancelled run: stop every clip in flight
+            raise
+        return results
 
 
-def make_executor(kind: str, workers: int = 2) -> ClipExecutor:
+@atexit.register
+def shutdown_pools() -> None:
+    """Stop every worker of every pool of this process."""
+    for pool in ProcessPoolExecutor._pools.values():
+        for w in pool:
+            w.kill()
+    ProcessPoolExecutor._pools.clear()
+
+
+def make_executor(kind: str, workers: int = 2, threads: int = 1) -> ClipExecutor:
     if kind == "in_process":
         return InProcessExecutor()
     if kind == "process_pool":
-        return ProcessPoolExecutor(workers)
+        return ProcessPoolExecutor(workers, threads)
     raise ValueError(f"unknown executor {kind!r}: use 'in_process' or 'process_pool'")

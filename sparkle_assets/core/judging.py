@@ -37,3 +37,28 @@ def judge(batch: LineageBatch, *, kind: str | None, scores, reason) -> tuple[lis
         else:
             kept.append(row.id)
     return kept, dropped
+
+
+def decide_pairs(db, pair_score_ids: list[str], filters: dict[str, tuple[str, str, float]]) -> list[dict]:
+    """The curation decision in one DuckDB query over `pair_metric`: `filters` maps a config field to
+    (metric, comparison a pair must pass, threshold). One row per pair: ids, each filtered metric,
+    `pass_<field>` per filter and `reason` (every failed filter, NULL when kept)."""
+    pivot = ", ".join(f"max(value) FILTER (WHERE metric = '{metric}') AS {metric}" for metric, _, _ in filters.values())
+    passes, reasons, params = [], [], []
+    for field, (metric, op, value) in filters.items():
+        passes.append(f"coalesce({metric} {op} ?, false) AS pass_{field}")
+        reasons.append(f"CASE WHEN {metric} IS NULL THEN '{metric} not measured' WHEN NOT ({metric} {op} ?) "
+                       f"THEN printf('{metric} %.3f (need {op} %s)', {metric}, ?) END")
+        params.append(value)
+    for _, _, value in filters.values():
+        params += [value, str(value)]
+    sql = f"""
+        WITH wide AS (
+            SELECT pair_score_id, any_value(clip_id) AS clip_id, any_value(edited_video_id) AS edited_video_id
+                   {', ' + pivot if pivot else ''}
+            FROM pair_metric WHERE pair_score_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY pair_score_id
+        )
+        SELECT *{', ' + ', '.join(passes) if passes else ''},
+               nullif(concat_ws('; '{', ' + ', '.join(reasons) if reasons else ''}), '') AS reason
+        FROM wide ORDER BY clip_id"""
+    return db.query(sql, [list(pair_score_ids), *params])

@@ -12,11 +12,19 @@ Tables (their names and columns are a contract; other tools read them):
 - view ``pair_metric``: one row per final pair and metric (theme, clip, pair-score and edited-video
   ids, metric, value; NULL when not measured), what `curated_pairs` filters.
 
+Added for speed at scale (derived from the tables above, rebuilt by `migrate` for older databases):
+
+- ``current_artifact`` (asset_key, partition, artifact_id): the artifacts of each asset partition's
+  latest materialization, what every downstream step reads first;
+- ``current_materialization`` (asset_key, partition, run_id, created_at): which one that is;
+- ``lineage_meta``: the schema version. Indexes on edges (both ways), artifact clip ids and scores.
+
 DuckDB allows one writing process per file, while Dagster runs steps in parallel processes. So a
-step never writes the database directly: it writes a *fragment* (a JSON file, atomically) and then
-merges every pending fragment under an exclusive file lock. Merging is idempotent (upserts keyed by
-id), so a fragment merged twice, or merged by another process, changes nothing. Readers take a
-shared lock and open the database read-only.
+step never writes the database directly: it writes a *fragment* (a folder of Parquet files, renamed
+into place complete) and then merges every pending fragment under an exclusive file lock, in bulk
+(one insert per table and fragment). Merging is idempotent (upserts keyed by id), so a fragment
+merged twice, or merged by another process, changes nothing. Readers take a shared lock and open the
+database read-only; `session()` keeps one read connection for a burst of queries.
 """
 
 from __future__ import annotations
@@ -25,17 +33,22 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .store import atomic_write_bytes, canonical_json
+from .store import atomic_write_bytes
 
+SCHEMA_VERSION = "2"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifact (
     id VARCHAR PRIMARY KEY,
@@ -79,6 +92,23 @@ CREATE TABLE IF NOT EXISTS score (
     value DOUBLE,
     PRIMARY KEY (artifact_id, metric)
 );
+CREATE TABLE IF NOT EXISTS current_materialization (
+    asset_key VARCHAR NOT NULL,
+    partition VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ,
+    PRIMARY KEY (asset_key, partition)
+);
+CREATE TABLE IF NOT EXISTS current_artifact (
+    asset_key VARCHAR NOT NULL,
+    partition VARCHAR NOT NULL,
+    artifact_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lineage_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE INDEX IF NOT EXISTS artifact_edge_parent ON artifact_edge (parent_id);
+CREATE INDEX IF NOT EXISTS artifact_edge_child ON artifact_edge (child_id);
+CREATE INDEX IF NOT EXISTS artifact_clip ON artifact (clip_id);
+CREATE INDEX IF NOT EXISTS current_artifact_key ON current_artifact (asset_key, partition);
 CREATE OR REPLACE VIEW quarantine AS
     SELECT clip_id, uri, reason, run_id, created_at FROM artifact WHERE status = 'quarantined';
 CREATE OR REPLACE VIEW pair_metric AS
@@ -104,6 +134,7 @@ class LineageQueryError(ValueError):
 def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+_ARROW_TYPES = {"bytes": pa.int64(), "fresh": pa.bool_()}
 
 
 def now_iso() -> str:
@@ -135,6 +166,9 @@ class ArtifactRow:
     fresh: bool = True
 
 
+_ROW_FIELDS = tuple(f.name for f in fields(ArtifactRow))
+
+
 @dataclass
 class LineageBatch:
     """Everything one step records: artifacts, their edges, scores, and its materialization."""
@@ -144,9 +178,37 @@ class LineageBatch:
     scores: list[tuple[str, str, float]] = field(default_factory=list)  # (artifact, metric, value)
     materialization: dict | None = None
 
-    def to_json(self) -> dict:
-        return {"artifacts": [asdict(a) for a in self.artifacts], "edges": self.edges,
-                "scores": self.scores, "materialization": self.materialization}
+    def tables(self) -> dict[str, pa.Table]:
+        """The batch as Arrow tables (a fragment's Parquet files); `seq` orders repeated keys."""
+        cols = {name: [getattr(a, name) for a in self.artifacts] for name in _ROW_FIELDS}
+        cols["params"] = [json.dumps(v, sort_keys=True) for v in cols["params"]]
+        cols["info"] = [json.dumps(v, sort_keys=True, default=str) for v in cols["info"]]
+        return _tables(cols, self.edges, self.scores)
+
+
+_EDGE_COLUMNS = ("child_id", "parent_id", "role")
+
+
+def _tables(artifact_cols: dict[str, list], edges: list, scores: list) -> dict[str, pa.Table]:
+    n = len(artifact_cols["id"])
+    artifacts = {name: pa.array(artifact_cols[name], type=_ARROW_TYPES.get(name, pa.string())) for name in _ROW_FIELDS}
+    return {
+        "artifacts": pa.table({**artifacts, "seq": pa.array(range(n), type=pa.int64())}),
+        "edges": pa.table({k: pa.array([e[i] for e in edges], pa.string()) for i, k in enumerate(_EDGE_COLUMNS)}),
+        "scores": pa.table({"artifact_id": pa.array([x[0] for x in scores], pa.string()),
+                            "metric": pa.array([x[1] for x in scores], pa.string()),
+                            "value": pa.array([x[2] for x in scores], type=pa.float64()),
+                            "seq": pa.array(range(len(scores)), type=pa.int64())}),
+    }
+
+
+def _legacy_fragment(path: Path) -> tuple[dict[str, pa.Table], dict | None]:
+    """A JSON fragment left pending by an older version (artifacts as a list of rows)."""
+    frag = json.loads(path.read_text())
+    cols = {name: [a.get(name) for a in frag["artifacts"]] for name in _ROW_FIELDS}
+    cols["params"] = [json.dumps(v or {}, sort_keys=True) for v in cols["params"]]
+    cols["info"] = [json.dumps(v or {}, sort_keys=True) for v in cols["info"]]
+    return _tables(cols, frag["edges"], frag["scores"]), frag["materialization"]
 
 
 class Lineage:
@@ -156,6 +218,7 @@ class Lineage:
         self.db_path = Path(db_path).resolve()
         self.pending_dir = self.db_path.with_suffix(".pending")
         self.lock_path = self.db_path.with_suffix(".lock")
+        self._session = threading.local()
 
     # -- locking ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -164,6 +227,7 @@ class Lineage:
         with open(self.lock_path, "a+") as fh:
             mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
             deadline = time.monotonic() + timeout
+            delay = 0.005
             while True:
                 try:
                     fcntl.flock(fh, mode | fcntl.LOCK_NB)
@@ -171,7 +235,8 @@ class Lineage:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"lineage database {self.db_path} stayed locked for {timeout}s")
-                    time.sleep(0.05)
+                    time.sleep(delay)
+                    delay = min(0.1, delay * 2)
             try:
                 yield
             finally:
@@ -179,11 +244,26 @@ class Lineage:
 
     # -- writes -------------------------------------------------------------------------------
     def stage(self, batch: LineageBatch) -> Path:
-        """Write a batch as a pending fragment (atomic; safe from any process)."""
-        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-        path = self.pending_dir / name
-        atomic_write_bytes(path, canonical_json(batch.to_json()).encode())
-        return path
+        """Write a batch as a pending fragment (atomic; safe from any process): a folder of Parquet
+        files and the materialization, renamed into place complete."""
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        final = self.pending_dir / f"{name}.frag"
+        tmp = self.pending_dir / f".{name}.tmp"
+        tmp.mkdir(parents=True)
+        try:
+            for table_name, table in batch.tables().items():
+                pq.write_table(table, tmp / f"{table_name}.parquet", compression="zstd")
+            atomic_write_bytes(tmp / "materialization.json", json.dumps(batch.materialization, default=str).encode())
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def pending(self) -> list[Path]:
+        """Fragments waiting to be merged, oldest first (`.frag` folders; `.json` from older versions)."""
+        if not self.pending_dir.exists():
+            return []
+        return sorted([*self.pending_dir.glob("*.frag"), *self.pending_dir.glob("*.json")], key=lambda p: p.name)
 
     def write(self, batch: LineageBatch) -> None:
         """Stage a batch and merge everything pending."""
@@ -193,52 +273,106 @@ class Lineage:
     def merge(self) -> int:
         """Apply every pending fragment, oldest first, under the exclusive lock. Returns how many."""
         with self._locked(exclusive=True):
-            fragments = sorted(self.pending_dir.glob("*.json")) if self.pending_dir.exists() else []
+            fragments = self.pending()
             con = duckdb.connect(str(self.db_path))
             try:
-                con.execute(SCHEMA)
+                self._ensure_schema(con)
                 for frag in fragments:
-                    batch = json.loads(frag.read_text())
+                    if frag.suffix == ".json":
+                        tables, materialization = _legacy_fragment(frag)
+                    else:
+                        tables = {t: pq.read_table(frag / f"{t}.parquet") for t in ("artifacts", "edges", "scores")}
+                        materialization = json.loads((frag / "materialization.json").read_text())
                     con.execute("BEGIN")
-                    self._apply(con, batch)
+                    self._apply(con, tables, materialization)
                     con.execute("COMMIT")
-                    frag.unlink()
+                    if frag.is_dir():
+                        shutil.rmtree(frag)
+                    else:
+                        frag.unlink()
             finally:
                 con.close()
         return len(fragments)
 
     @staticmethod
-    def _apply(con: duckdb.DuckDBPyConnection, batch: dict) -> None:
-        cols = ", ".join(ARTIFACT_COLUMNS)
-        marks = ", ".join("?" for _ in ARTIFACT_COLUMNS)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ARTIFACT_COLUMNS if c != "id")
-        for a in batch["artifacts"]:
-            values = [json.dumps(a[c]) if c in ("params", "info") else a[c] for c in ARTIFACT_COLUMNS]
-            # a reused artifact keeps its row, but takes this run's decision (status, reason)
-            conflict = f"DO UPDATE SET {updates}" if a["fresh"] else \
-                "DO UPDATE SET status = excluded.status, reason = excluded.reason"
-            con.execute(f"INSERT INTO artifact ({cols}) VALUES ({marks}) ON CONFLICT (id) {conflict}", values)
-        if batch["edges"]:
-            con.executemany("INSERT OR IGNORE INTO artifact_edge VALUES (?, ?, ?)", batch["edges"])
-        if batch["scores"]:
-            con.executemany("INSERT OR REPLACE INTO score VALUES (?, ?, ?)", batch["scores"])
-        m = batch["materialization"]
+    def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(SCHEMA)
+        version = con.execute("SELECT value FROM lineage_meta WHERE key = 'schema_version'").fetchone()
+        if version is None or version[0] != SCHEMA_VERSION:
+            Lineage._migrate(con)
+
+    @staticmethod
+    def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+        """Bring a database written by an older version up to date: rebuild the current-artifact
+        tables from `materialization` (the latest materialization of each asset partition)."""
+        con.execute("BEGIN")
+        con.execute("DELETE FROM current_materialization")
+        con.execute("DELETE FROM current_artifact")
+        con.execute("""
+            INSERT INTO current_materialization
+            SELECT asset_key, partition, arg_max(run_id, created_at), max(created_at)
+            FROM materialization GROUP BY asset_key, partition""")
+        con.execute("""
+            INSERT INTO current_artifact
+            SELECT m.asset_key, m.partition, unnest(m.artifact_ids)
+            FROM materialization m JOIN current_materialization c
+              ON c.asset_key = m.asset_key AND c.partition = m.partition AND c.run_id = m.run_id""")
+        con.execute("INSERT OR REPLACE INTO lineage_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        con.execute("COMMIT")
+
+    @staticmethod
+    def _apply(con: duckdb.DuckDBPyConnection, tables: dict[str, pa.Table], m: dict | None) -> None:
+        """One fragment, in bulk: one statement per table (a key repeated in the fragment: last wins)."""
+        if tables["artifacts"].num_rows:
+            con.register("fragment_artifacts", tables["artifacts"])
+            select = ", ".join(f"CAST({c} AS TIMESTAMPTZ)" if c == "created_at" else c for c in ARTIFACT_COLUMNS)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in ARTIFACT_COLUMNS if c != "id")
+            insert = (f"INSERT INTO artifact ({', '.join(ARTIFACT_COLUMNS)}) SELECT {select} FROM fragment_artifacts "
+                      "WHERE {} QUALIFY row_number() OVER (PARTITION BY id ORDER BY seq DESC) = 1")
+            # a fresh row overwrites; a reused artifact keeps its row but takes this run's decision
+            con.execute(f"{insert.format('fresh')} ON CONFLICT (id) DO UPDATE SET {updates}")
+            con.execute(f"{insert.format('NOT fresh')} ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                        "reason = excluded.reason")
+            con.unregister("fragment_artifacts")
+        if tables["edges"].num_rows:
+            con.register("fragment_edges", tables["edges"])
+            con.execute("INSERT OR IGNORE INTO artifact_edge SELECT DISTINCT child_id, parent_id, role FROM fragment_edges")
+            con.unregister("fragment_edges")
+        if tables["scores"].num_rows:
+            con.register("fragment_scores", tables["scores"])
+            con.execute("INSERT OR REPLACE INTO score SELECT artifact_id, metric, value FROM fragment_scores "
+                        "QUALIFY row_number() OVER (PARTITION BY artifact_id, metric ORDER BY seq DESC) = 1")
+            con.unregister("fragment_scores")
         if m:
+            created = m.get("created_at") or now_iso()
             con.execute(
                 "INSERT OR IGNORE INTO materialization VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [m["run_id"], m["asset_key"], m["partition"], m["code_version"], m["data_version"],
-                 json.dumps(m.get("input_data_versions", {})), m.get("created_at", now_iso()),
-                 m["artifact_ids"], json.dumps(m.get("summary", {}))],
-            )
+                 json.dumps(m.get("input_data_versions", {})), created, m["artifact_ids"],
+                 json.dumps(m.get("summary", {}))])
+            current = con.execute("SELECT created_at FROM current_materialization WHERE asset_key = ? AND partition = ?",
+                                  [m["asset_key"], m["partition"]]).fetchone()
+            if current is None or current[0] <= datetime.fromisoformat(created):
+                con.execute("INSERT OR REPLACE INTO current_materialization VALUES (?, ?, ?, ?)",
+                            [m["asset_key"], m["partition"], m["run_id"], created])
+                con.execute("DELETE FROM current_artifact WHERE asset_key = ? AND partition = ?",
+                            [m["asset_key"], m["partition"]])
+                con.register("fragment_current", pa.table({"artifact_id": pa.array(m["artifact_ids"], pa.string())}))
+                con.execute("INSERT INTO current_artifact SELECT DISTINCT ?, ?, artifact_id FROM fragment_current",
+                            [m["asset_key"], m["partition"]])
+                con.unregister("fragment_current")
 
     # -- reads --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self, console: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (pending fragments are merged first). `console=True`: also no
-        file system, no extensions and a locked configuration (`CONSOLE_CONFIG`), for SQL typed by
-        a user."""
-        pending = self.pending_dir.exists() and any(self.pending_dir.glob("*.json"))
-        if pending or not self.db_path.exists():
+        """A read-only connection (pending fragments are merged first); inside `session()`, the
+        session's connection. `console=True`: always its own connection, also with no file system,
+        no extensions and a locked configuration (`CONSOLE_CONFIG`), for SQL typed by a user."""
+        held = getattr(self._session, "con", None)
+        if held is not None and not console:
+            yield held
+            return
+        if self.pending() or not self.db_path.exists():
             self.merge()
         with self._locked(exclusive=False):
             con = duckdb.connect(str(self.db_path), read_only=True, config=CONSOLE_CONFIG if console else {})
@@ -246,6 +380,20 @@ class Lineage:
                 yield con
             finally:
                 con.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Lineage]:
+        """Keep one read-only connection (and the shared lock) for every query inside the block;
+        other processes' merges wait for it, so keep it to a burst of reads, never a long compute."""
+        if getattr(self._session, "con", None) is not None:
+            yield self
+            return
+        with self.connect() as con:
+            self._session.con = con
+            try:
+                yield self
+            finally:
+                self._session.con = None
 
     def query(self, sql: str, params: Sequence | None = None) -> list[dict]:
         with self.connect() as con:
@@ -264,52 +412,79 @@ class Lineage:
 
     def latest_materialization(self, asset_key: str, partition: str = UNPARTITIONED) -> dict | None:
         rows = self.query(
-            "SELECT * FROM materialization WHERE asset_key = ? AND partition = ? "
-            "ORDER BY created_at DESC LIMIT 1", [asset_key, partition])
+            "SELECT m.* FROM current_materialization c JOIN materialization m USING (run_id, asset_key, partition) "
+            "WHERE c.asset_key = ? AND c.partition = ?", [asset_key, partition])
         return rows[0] if rows else None
 
     def current_artifacts(self, asset_key: str, partition: str = UNPARTITIONED,
                           status: str | None = "ok", kind: str | None = None) -> list[dict]:
         """The artifacts of an asset's latest materialization (optionally of one status / kind)."""
-        m = self.latest_materialization(asset_key, partition)
-        if m is None:
-            return []
-        sql = "SELECT * FROM artifact WHERE list_contains(?, id)"
-        params: list = [m["artifact_ids"]]
+        sql = ("SELECT a.* FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
+               "WHERE c.asset_key = ? AND c.partition = ?")
+        params: list = [asset_key, partition]
         if status is not None:
-            sql += " AND status = ?"
+            sql += " AND a.status = ?"
             params.append(status)
         if kind is not None:
-            sql += " AND kind = ?"
+            sql += " AND a.kind = ?"
             params.append(kind)
-        rows = self.query(sql + " ORDER BY clip_id, id", params)
+        rows = self.query(sql + " ORDER BY a.clip_id, a.id", params)
         for r in rows:
             r["params"] = json.loads(r["params"]) if r["params"] else {}
             r["info"] = json.loads(r["info"]) if r["info"] else {}
         return rows
 
+    def _walk_ids(self, seeds: Sequence[str], down: bool, max_depth: int = 64) -> dict[str, int]:
+        """Breadth-first over the edges (index lookups, one query per level): every id reached from
+        the seeds in one step or more -> the least number of steps (a seed reached from another seed
+        is included)."""
+        nxt, cur = ("child_id", "parent_id") if down else ("parent_id", "child_id")
+        reached: dict[str, int] = {}
+        visited, frontier, level = set(seeds), list(seeds), 0
+        with self.session():
+            while frontier and level < max_depth:
+                level += 1
+                found = [r["id"] for r in self.query(f"SELECT DISTINCT {nxt} AS id FROM artifact_edge "
+                                                     f"WHERE {cur} IN (SELECT unnest(?::VARCHAR[]))", [frontier])]
+                for i in found:
+                    reached.setdefault(i, level)
+                frontier = [i for i in found if i not in visited]
+                visited.update(frontier)
+        return reached
+
     def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
-        """For each artifact id: the artifacts of `kind` it was (transitively) made from."""
-        if not ids:
-            return {}
-        rows = self.query("""
-            WITH RECURSIVE walk(root, id, depth) AS (
-                SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), 0
-                UNION
-                SELECT w.root, e.parent_id, w.depth + 1 FROM artifact_edge e JOIN walk w ON e.child_id = w.id
-                WHERE w.depth < 64
-            )
-            SELECT DISTINCT w.root, a.id, a.status, a.uri FROM walk w JOIN artifact a ON a.id = w.id
-            WHERE a.kind = ? ORDER BY w.root, a.id""", [list(ids), list(ids), kind])
-        out: dict[str, list[dict]] = {i: [] for i in ids}
-        for r in rows:
-            out[r["root"]].append(r)
+        """For each artifact id: the artifacts of `kind` it was (transitively) made from (itself
+        included when it is of that kind). One index lookup per level for all ids together."""
+        pairs = {(root, root) for root in ids}
+        frontier = sorted(pairs)
+        with self.session():
+            for _ in range(64):
+                if not frontier:
+                    break
+                parents: dict[str, list[str]] = {}
+                for r in self.query("SELECT child_id, parent_id FROM artifact_edge "
+                                    "WHERE child_id IN (SELECT unnest(?::VARCHAR[]))",
+                                    [sorted({node for _, node in frontier})]):
+                    parents.setdefault(r["child_id"], []).append(r["parent_id"])
+                frontier = [(root, p) for root, node in frontier for p in parents.get(node, [])
+                            if (root, p) not in pairs]
+                pairs.update(frontier)
+            rows = {r["id"]: r for r in self.query(
+                "SELECT id, status, uri FROM artifact WHERE id IN (SELECT unnest(?::VARCHAR[])) AND kind = ?",
+                [sorted({node for _, node in pairs}), kind])}
+        out: dict[str, list[dict]] = {root: [] for root in ids}
+        for root, node in sorted(pairs):
+            if node in rows:
+                out[root].append({"root": root, **rows[node]})
         return out
 
     def _seeds(self, ref: str) -> list[str]:
-        rows = self.query(
-            "SELECT id FROM artifact WHERE id = ? OR (clip_id = ? AND kind IN ('source_file', 'source_clip')) "
-            "OR (length(?) >= 6 AND starts_with(id, ?))", [ref, ref, ref, ref])
+        rows = self.query("SELECT id FROM artifact WHERE id = ?", [ref])
+        if not rows:
+            rows = self.query("SELECT id FROM artifact WHERE clip_id = ? AND kind IN ('source_file', 'source_clip')",
+                              [ref])
+        if not rows and len(ref) >= 6:
+            rows = self.query("SELECT id FROM artifact WHERE starts_with(id, ?)", [ref])
         return [r["id"] for r in rows]
 
     def derived_from(self, ref: str) -> list[dict]:
@@ -321,21 +496,16 @@ class Lineage:
         return self._walk(ref, down=False)
 
     def _walk(self, ref: str, down: bool) -> list[dict]:
-        seeds = self._seeds(ref)
-        if not seeds:
-            raise KeyError(f"no artifact or clip matches {ref!r}")
-        nxt, cur = ("child_id", "parent_id") if down else ("parent_id", "child_id")
-        sql = f"""
-            WITH RECURSIVE walk(id, depth) AS (
-                SELECT unnest(?::VARCHAR[]), 0
-                UNION
-                SELECT e.{nxt}, w.depth + 1 FROM artifact_edge e JOIN walk w ON e.{cur} = w.id
-                WHERE w.depth < 64
-            )
-            SELECT a.id, a.kind, a.asset_key, a.partition, a.clip_id, a.theme, a.status, a.uri,
-                   min(w.depth) AS depth
-            FROM walk w JOIN artifact a ON a.id = w.id
-            WHERE w.depth > 0
-            GROUP BY ALL ORDER BY depth, a.kind, a.id
-        """
-        return self.query(sql, [seeds])
+        with self.session():
+            seeds = self._seeds(ref)
+            if not seeds:
+                raise KeyError(f"no artifact or clip matches {ref!r}")
+            depth = self._walk_ids(seeds, down)
+            if not depth:
+                return []
+            rows = self.query(
+                "SELECT a.id, a.kind, a.asset_key, a.partition, a.clip_id, a.theme, a.status, a.uri, w.depth "
+                "FROM (SELECT unnest(?::VARCHAR[]) AS id, unnest(?::INTEGER[]) AS depth) w "
+                "JOIN artifact a ON a.id = w.id ORDER BY w.depth, a.kind, a.id",
+                [list(depth), list(depth.values())])
+        return rows

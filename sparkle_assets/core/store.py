@@ -5,7 +5,12 @@ version, its parameters), so the same inputs + code + parameters always map to t
 step can skip work whose artifact already exists. Layout under the store root::
 
     <kind>/<id[:2]>/<id>.<ext>    the payload (absent for record-only artifacts)
-    <kind>/<id[:2]>/<id>.artifact.json  the sidecar: size, sha256, info; written last, so it marks completion
+    <kind>/<id[:2]>/<id>.artifact.json  the sidecar: size, sha256, stamp, info; written last, so it marks completion
+
+A lookup trusts a payload whose size and stamp (modification time in ns, recorded at commit) match
+its sidecar, so a run that changes nothing reads no payload byte; a payload whose stamp differs
+(copied, touched) is hashed in full once and, if its sha256 still matches, re-stamped. `verify`
+hashes everything.
 
 Every write goes to a temporary name and is renamed into place; a killed run leaves at worst an
 orphaned temporary file, never a payload+sidecar pair that verifies. Paths are always resolved
@@ -19,6 +24,7 @@ import shutil
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -65,6 +71,11 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def stamp_of(st: os.stat_result) -> str:
+    """What a lookup compares instead of re-hashing: modification time (ns) and inode."""
+    return f"{st.st_mtime_ns}:{st.st_ino}"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -108,6 +119,7 @@ class StoredArtifact:
     params: dict = field(default_factory=dict)
     inputs: dict = field(default_factory=dict)  # role -> parent id (or list of ids)
     info: dict = field(default_factory=dict)  # measured facts: frame count, scores...
+    stamp: str | None = None  # the payload's mtime (ns) and inode when committed (None: record-only, older sidecar)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -118,6 +130,7 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
+        self._dirs: dict[tuple[str, str], Path] = {}  # (kind, shard) -> its resolved folder, checked once
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
@@ -135,11 +148,26 @@ class ArtifactStore:
         return f"{kind}/{aid[:2]}/{aid}"
 
     def _sidecar(self, kind: str, aid: str) -> Path:
-        return self.resolve(self._base(kind, aid) + ".artifact.json")  # never a payload name
+        return self._dir(kind, aid) / f"{aid}.artifact.json"  # never a payload name
+
+    def _dir(self, kind: str, aid: str) -> Path:
+        """The folder of an artifact, resolved and checked inside the root once per process."""
+        key = (kind, aid[:2])
+        if key not in self._dirs:
+            self._dirs[key] = self.resolve(self._base(kind, aid)).parent
+        return self._dirs[key]
+
+    def _payload(self, art: StoredArtifact) -> Path:
+        """The payload path of a sidecar's artifact: it must be `<kind>/<id[:2]>/<id>.<ext>`."""
+        name = art.uri.rsplit("/", 1)[-1]
+        if art.uri != f"{self._base(art.kind, art.id).rsplit('/', 1)[0]}/{name}" or not name.startswith(f"{art.id}."):
+            raise StoreError(f"artifact {art.id} names a payload {art.uri!r} outside its own place")
+        return self._dir(art.kind, art.id) / name
 
     # -- lookup ------------------------------------------------------------------------------
-    def lookup(self, kind: str, aid: str) -> StoredArtifact | None:
-        """The artifact if it exists and its payload verifies (size and sha256), else None."""
+    def lookup(self, kind: str, aid: str, full: bool = False) -> StoredArtifact | None:
+        """The artifact if it exists and its payload verifies, else None: size and stamp by default
+        (no payload byte read), size and sha256 when `full` or when the stamp does not match."""
         sidecar = self._sidecar(kind, aid)
         try:
             meta = json.loads(sidecar.read_text())
@@ -148,13 +176,22 @@ class ArtifactStore:
             return None
         if art.id != aid or art.kind != kind:
             return None
-        if art.uri is not None:
-            path = self.resolve(art.uri)
-            try:
-                if path.stat().st_size != art.bytes or file_sha256(path) != art.content_hash:
-                    return None
-            except OSError:
+        if art.uri is None:
+            return art
+        try:
+            path = self._payload(art)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != art.bytes:
                 return None
+            if not full and art.stamp == stamp_of(st):
+                return art
+            if file_sha256(path) != art.content_hash:
+                return None
+        except (OSError, StoreError):
+            return None
+        if art.stamp != stamp_of(st):  # verified in full: stamp it, so the next lookup reads nothing
+            art = StoredArtifact(**{**art.to_json(), "stamp": stamp_of(st)})
+            atomic_write_bytes(sidecar, canonical_json(art.to_json()).encode())
         return art
 
     def payload_path(self, kind: str, aid: str, ext: str) -> Path:
@@ -189,13 +226,14 @@ class ArtifactStore:
                ext: str | None = None) -> StoredArtifact:
         """Write the sidecar for an artifact whose payload (if ext is given) is already in place."""
         uri = None
-        size, digest = 0, None
+        size, digest, stamp = 0, None, None
         if ext is not None:
             uri = f"{self._base(kind, aid)}.{ext.lstrip('.')}"
             path = self.resolve(uri)
-            size, digest = path.stat().st_size, file_sha256(path)
+            st = path.stat()
+            size, digest, stamp = st.st_size, file_sha256(path), stamp_of(st)
         art = StoredArtifact(id=aid, kind=kind, uri=uri, bytes=size, content_hash=digest,
                              code_version=code_version, params=dict(params), inputs=dict(inputs),
-                             info=dict(info or {}))
+                             info=dict(info or {}), stamp=stamp)
         atomic_write_bytes(self._sidecar(kind, aid), canonical_json(art.to_json()).encode())
         return art

@@ -14,6 +14,7 @@ import json
 import dagster as dg
 
 from ...core.config import ConfigError, Range, StageConfig
+from ...core.judging import decide_pairs
 from ...core.lineage import ArtifactRow, LineageBatch
 from ...core.readers import ROLES
 from ...core.resources import ArtifactStoreResource, LineageResource
@@ -70,31 +71,6 @@ class CuratedPairsConfig(StageConfig):
         return []
 
 
-def decide_pairs(db, pair_score_ids: list[str], thresholds: dict[str, float]) -> list[dict]:
-    """One row per pair: ids, each thresholded metric, `pass_<field>` per filter and `reason` (NULL
-    when kept). The whole decision is one DuckDB query over `pair_metric`."""
-    pivot = ", ".join(f"max(value) FILTER (WHERE metric = '{FILTERS[f][0]}') AS {FILTERS[f][0]}" for f in thresholds)
-    passes, reasons, params = [], [], []
-    for field, value in thresholds.items():
-        metric, op = FILTERS[field]
-        passes.append(f"coalesce({metric} {op} ?, false) AS pass_{field}")
-        reasons.append(f"CASE WHEN {metric} IS NULL THEN '{metric} not measured' WHEN NOT ({metric} {op} ?) "
-                       f"THEN printf('{metric} %.3f (need {op} %s)', {metric}, ?) END")
-        params.append(value)
-    for value in thresholds.values():
-        params += [value, str(value)]
-    sql = f"""
-        WITH wide AS (
-            SELECT pair_score_id, any_value(clip_id) AS clip_id, any_value(edited_video_id) AS edited_video_id
-                   {', ' + pivot if pivot else ''}
-            FROM pair_metric WHERE list_contains(?, pair_score_id) GROUP BY pair_score_id
-        )
-        SELECT *{', ' + ', '.join(passes) if passes else ''},
-               nullif(concat_ws('; '{', ' + ', '.join(reasons) if reasons else ''}), '') AS reason
-        FROM wide ORDER BY clip_id"""
-    return db.query(sql, [pair_score_ids, *params])
-
-
 @STAGE.asset(kinds=set(),
              description="Config thresholds applied to the stored pair scores in DuckDB: kept pairs and each dropped "
                          "pair with its reason. Cheap; re-run nightly.")
@@ -104,7 +80,7 @@ def curated_pairs(context: dg.AssetExecutionContext, config: CuratedPairsConfig,
     db = lineage.lineage()
     thresholds = config.thresholds()
     scored = ROLES["scores"].rows(db, theme)
-    rows = decide_pairs(db, [r["id"] for r in scored.values()], thresholds)
+    rows = decide_pairs(db, [r["id"] for r in scored.values()], {f: (*FILTERS[f], v) for f, v in thresholds.items()})
     unmeasured = [f for f in thresholds if rows and all(r[FILTERS[f][0]] is None for r in rows)]
     if unmeasured:
         raise ConfigError(f"{', '.join(unmeasured)} set but {', '.join(FILTERS[f][0] for f in unmeasured)} is not "
