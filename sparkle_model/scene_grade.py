@@ -10,27 +10,33 @@ top edge), textured foliage-like areas, and light sources.
 
 from __future__ import annotations
 
-import warnings
-
 import cv2
 import numpy as np
 
 from .scene_render import SceneRender, noise
 
+HIDDEN = np.uint16(65535)  # above any uint8 value: sorts after every visible sample
+
 
 def clean_background(frames: np.ndarray, mask: np.ndarray, max_samples: int = 24) -> np.ndarray:
     """(H, W, 3) uint8: per pixel, the median over the frames where the (dilated) mask leaves it
-    visible; pixels the foreground always covers are inpainted."""
+    visible (the mean of the two middle values, rounded down, for an even count); pixels the
+    foreground always covers are inpainted. A sort over uint16 with hidden samples pushed to the
+    end: the same values as a NaN-aware median, at a fraction of its time and memory."""
     step = max(1, len(frames) // max_samples)
-    f, m = frames[::step].astype(np.float32), mask[: len(frames)][::step]
+    f, m = frames[::step], mask[: len(frames)][::step]
     kernel = np.ones((9, 9), np.uint8)
     hidden = np.stack([cv2.dilate(x.astype(np.uint8), kernel) > 0 for x in m])
-    data = np.where(hidden[..., None], np.nan, f)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: never seen, inpainted below
-        plate = np.nanmedian(data, axis=0)
-    never = np.isnan(plate[..., 0])
-    plate = np.nan_to_num(plate, nan=0.0).clip(0, 255).astype(np.uint8)
+    data = np.moveaxis(f, 0, -1).astype(np.uint16)  # (H, W, 3, N): each pixel's samples contiguous
+    data[np.moveaxis(hidden, 0, -1)[:, :, None, :].repeat(3, axis=2)] = HIDDEN
+    data.sort(axis=-1)
+    seen = (len(f) - np.moveaxis(hidden, 0, -1).sum(axis=-1)).astype(np.int64)[..., None, None]  # (H, W, 1, 1)
+    lo = np.take_along_axis(data, np.maximum(seen - 1, 0) // 2, axis=-1)
+    hi = np.take_along_axis(data, np.maximum(seen, 1) // 2 - (seen == 0), axis=-1)
+    plate = ((lo.astype(np.uint32) + hi) // 2)[..., 0]
+    never = seen[:, :, 0, 0] == 0
+    plate[never] = 0
+    plate = plate.astype(np.uint8)
     if never.any():
         plate = cv2.inpaint(plate, never.astype(np.uint8), 5, cv2.INPAINT_TELEA)
     return plate

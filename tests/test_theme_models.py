@@ -235,3 +235,26 @@ def test_vlm_endpoint_client(monkeypatch):
         server.close()
     with pytest.raises(VlmError, match="failed after 1 tries"):
         EndpointVlm(server.url, "judge", retries=1, timeout=2).generate("hi", [])
+
+
+@pytest.mark.parametrize("frames_n", [17, 20, 81])
+def test_clean_background_is_the_masked_median(frames_n):
+    """The sort-based median equals a NaN-aware median (odd and even visible counts, never-seen
+    pixels inpainted) on random frames."""
+    import warnings
+
+    import cv2
+
+    rng = np.random.default_rng(frames_n)
+    frames = rng.integers(0, 256, (frames_n, 48, 64, 3), dtype=np.uint8)
+    masks = rng.random((frames_n, 48, 64)) < 0.05
+    masks[:, 5:15, 5:25] = True
+    step = max(1, frames_n // 24)
+    hidden = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0 for m in masks[::step]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(np.where(hidden[..., None], np.nan, frames[::step].astype(np.float32)), axis=0)
+    seen = ~np.isnan(expected[..., 0])
+    got = clean_background(frames, masks)
+    assert seen.sum() > 100 and (~seen).sum() > 100
+    assert np.array_equal(got[seen], expected[seen].astype(np.uint8))

@@ -38,9 +38,11 @@ def task_id(theme: str, clip_id: str) -> str:
 def curated_records(db: Lineage, theme: str, status: str) -> tuple[list[dict], dict[str, str]]:
     """The pairs `curated_pairs` last judged `status` ('ok' or 'dropped'), each with its decision
     (`pair`), its artifact rows by role and its task id; and the pairs left out, with why."""
-    roles = {role: ROLES[role].rows(db, theme) for role in EXPORT_ROLES}
+    with db.session():
+        roles = {role: ROLES[role].rows(db, theme) for role in EXPORT_ROLES}
+        pairs = db.current_artifacts("curated_pairs", theme, status=status, kind="curated_pair")
     out, skipped = [], {}
-    for pair in db.current_artifacts("curated_pairs", theme, status=status, kind="curated_pair"):
+    for pair in pairs:
         cid = pair["clip_id"]
         rows = {role: found[cid] for role, found in roles.items() if cid in found}
         absent = [r for r in EXPORT_ROLES if r not in rows]

@@ -89,7 +89,8 @@ class Stage:
 
     def rows(self, db: Lineage, theme: str | None) -> dict[str, dict[str, dict]]:
         """clip_id -> {role: current row} for every clip that has all the roles this stage reads."""
-        return rows_by_clip(db, theme, self.input_roles)
+        with db.session():
+            return rows_by_clip(db, theme, self.input_roles)
 
     def inputs(self, db: Lineage, theme: str | None,
                params: Callable[[dict[str, dict]], Mapping[str, Any]] | None = None) -> list[ClipInput]:
@@ -120,9 +121,10 @@ class Stage:
         part = self.partition(context)
         version = data_version_of(output_ids)
         inputs = {}
-        for role in self.input_roles:
-            key, p = ROLES[role].asset, ROLES[role].partition(part or None)
-            inputs[key] = (db.latest_materialization(key, p) or {}).get("data_version")
+        with db.session():
+            for role in self.input_roles:
+                key, p = ROLES[role].asset, ROLES[role].partition(part or None)
+                inputs[key] = (db.latest_materialization(key, p) or {}).get("data_version")
         batch.materialization = {
             "run_id": context.run_id, "asset_key": self.name, "partition": part, "code_version": self.code_version,
             "data_version": version, "input_data_versions": inputs, "created_at": now_iso(),
