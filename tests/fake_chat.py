@@ -1,0 +1,71 @@
+"""A local OpenAI-compatible chat endpoint for tests: every POST to .../chat/completions is recorded and
+answered by `respond(prompt, images) -> str` as {"choices": [{"message": {"content": ...}}]}."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import cv2
+import numpy as np
+
+
+def prompt_of(body: dict) -> str:
+    """The text of a chat request's messages (string contents and text parts)."""
+    parts = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [c.get("text", "") for c in content or [] if c.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def images_of(body: dict) -> list[np.ndarray]:
+    """The RGB images a chat request carries as base64 data URLs."""
+    out = []
+    for message in body.get("messages", []):
+        for c in message.get("content") if isinstance(message.get("content"), list) else []:
+            url = (c.get("image_url") or {}).get("url", "") if c.get("type") == "image_url" else ""
+            if url.startswith("data:image/"):
+                data = np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8)
+                out.append(cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+    return out
+
+
+class ChatServer:
+    """Serves on 127.0.0.1 (a free port) until `close()`; `requests` lists every request received."""
+
+    def __init__(self, respond: Callable[[str, list[np.ndarray]], str]):
+        requests = self.requests = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                requests.append({"path": self.path, "body": body})
+                if self.path.rstrip("/").endswith("/chat/completions"):
+                    reply, code = {"choices": [{"message": {"role": "assistant",
+                                                            "content": respond(prompt_of(body), images_of(body))}}]}, 200
+                else:
+                    reply, code = {"error": {"message": f"no route {self.path}"}}, 404
+                data = json.dumps(reply).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
