@@ -38,7 +38,8 @@ def images_of(body: dict) -> list[np.ndarray]:
 
 
 class ChatServer:
-    """Serves on 127.0.0.1 (a free port) until `close()`; `requests` lists every request received."""
+    """Serves on 127.0.0.1 (a free port) until `close()`; `requests` lists every request received
+    (path, JSON body, Authorization header)."""
 
     def __init__(self, respond: Callable[[str, list[np.ndarray]], str]):
         requests = self.requests = []
@@ -46,7 +47,7 @@ class ChatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "body": body})
+                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if self.path.rstrip("/").endswith("/chat/completions"):
                     reply, code = {"choices": [{"message": {"role": "assistant",
                                                             "content": respond(prompt_of(body), images_of(body))}}]}, 200

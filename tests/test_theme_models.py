@@ -4,8 +4,6 @@ the diffusers backends (tiny random weights) and the VLM endpoint client."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
@@ -22,6 +20,7 @@ from sparkle_model.taxonomy import MOTION_CUES, TaxonomyError, load_taxonomy, pa
 from sparkle_model.vlm import EndpointVlm, VlmError, vlm_edit_score
 
 from conftest import REPO
+from fake_chat import ChatServer
 
 THEMES = REPO / "themes"
 
@@ -164,32 +163,11 @@ def test_diffusers_backends_with_tiny_random_weights(tiny_pipelines):
         DiffusersAnimator(str(inpaint_dir))
 
 
-class FakeChatServer:
-    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests)."""
+class FakeChatServer(ChatServer):
+    """A local OpenAI-compatible chat endpoint answering every request with canned JSON."""
 
     def __init__(self, reply: dict):
-        requests = self.requests = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                data = json.dumps({"choices": [{"message": {"content": "Sure:\n" + json.dumps(reply)}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
+        super().__init__(lambda prompt, images: "Sure:\n" + json.dumps(reply))
 
 
 def test_vlm_endpoint_client(monkeypatch):
