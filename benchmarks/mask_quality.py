@@ -40,8 +40,8 @@ import numpy as np
 
 from sparkle_model import backends
 from sparkle_model.bait import bait_track, sample_indices
-from sparkle_model.foreground import ClassicalBackend, person_probability
-from sparkle_model.grounding import RecordedGrounder, VlmGrounding, to_norm, to_pixels
+from sparkle_model.foreground import person_probability
+from sparkle_model.grounding import DEFAULT_VOCABULARY, RecordedGrounder, VlmGrounding, to_norm, to_pixels
 from sparkle_model.masks import iou, overlay
 from sparkle_model.video import read_video
 
@@ -176,16 +176,15 @@ def main() -> None:
             "image_size": None if args.sam2_checkpoint else 256, "random_weights": not args.sam2_checkpoint}
     live = {}  # grounding name -> settings for backends.grounding
     if args.detector_dir:
-        from sparkle_model.grounding import DEFAULT_VOCABULARY
-
         live["detector"] = {"name": "detector", "model_dir": args.detector_dir, "vocabulary": list(DEFAULT_VOCABULARY),
                             "threshold": args.detector_threshold, "device": args.device}
     if args.vlm_url or args.vlm_model_dir:
-        vlm = ({"name": "endpoint", "base_url": args.vlm_url, "model": args.vlm_model, "api_key_env": "SPARKLE_VLM_API_KEY"}
-               if args.vlm_url else {"name": "local", "model_dir": args.vlm_model_dir, "device": args.device})
+        vlm = ({"name": "endpoint", "base_url": args.vlm_url, "model": args.vlm_model,
+                "api_key_env": "SPARKLE_VLM_API_KEY"} if args.vlm_url else
+               {"name": "local", "model_dir": args.vlm_model_dir, "device": args.device})
         live["vlm (live)"] = {"name": "vlm", "vlm": vlm}
     person_only(read_video(clips[0], max_frames=2))  # load MediaPipe before timing
-    if "sam2" in str(trackers):
+    if len(trackers) > 1:
         import torch
 
         torch.set_flush_denormal(True)  # after MediaPipe has started; random weights are far faster with it
@@ -203,16 +202,14 @@ def main() -> None:
         (out / f"recorded_replies_{clip.stem}.json").write_text(json.dumps(
             {"note": "recorded replies with ORACLE boxes from the reference mask (person part, object part)",
              "frames": sampled, "replies": replies}, indent=1))
-        runs = {"person_only (baseline)": person_only,
-                "classical BAIT": lambda f: bait_track(f, FPS, ClassicalBackend(), args.passes).mask}
+        runs = {"person_only (baseline)": person_only}
         for tname, tracker in trackers.items():
+            runs[f"classical + {tname}"] = lambda f, t=tracker: bait_track(f, FPS, backends.mask_backend(t),
+                                                                           args.passes).mask
             runs[f"vlm (recorded oracle) + {tname}"] = grounded(lambda: VlmGrounding(RecordedVlm(replies)), tracker,
                                                                  args.passes)
             for gname, settings in live.items():
                 runs[f"{gname} + {tname}"] = grounded(lambda s=settings: backends.grounding(s), tracker, args.passes)
-        if "sam2" in trackers:
-            runs["sam2 BAIT (classical grounding)"] = lambda f: bait_track(
-                f, FPS, backends.mask_backend(trackers["sam2"]), args.passes).mask
         for name, fn in runs.items():
             mask, record, fps, peak = measure(fn, frames)
             score = float(np.mean([iou(mask[t], ref[t]) for t in range(n)]))

@@ -105,7 +105,7 @@ def vlm_camera_check(client, frames: list[np.ndarray], attempts: int = CHECK_ATT
         if verdict in ("static", "moving") and 0 <= confidence <= 1:
             moving = confidence if verdict == "moving" else 1 - confidence
             return {"verdict": verdict, "confidence": round(confidence, 4), "moving_probability": round(moving, 4),
-                    "reasoning": str(answer.get("reasoning", ""))[:500], "prompt": prompt, "reply": reply}
+                    "reasoning": str(answer.get("reasoning", ""))[:500], "prompt": prompt, "reply": reply[:4000]}
         problem = f"verdict {verdict!r} / confidence {confidence:g} out of range"
     raise VlmError(f"camera check: no usable verdict after {attempts} tries ({problem[:120]}); "
                    f"last reply: {reply[:200]!r}")

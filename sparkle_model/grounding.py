@@ -35,6 +35,7 @@ NORM = 1000
 MAX_OBJECTS = 16  # round-1 objects kept (a reply is untrusted text)
 MAX_LABEL = 120  # characters
 ATTEMPTS = 3  # tries per question: the first and two retries
+MAX_REPLY = 20_000  # characters of a reply kept in the record
 DEFAULT_VOCABULARY = ("bicycle", "chair", "table", "laptop", "guitar", "microphone", "easel", "car", "dog", "cat",
                       "horse", "umbrella", "bag", "ball", "book", "phone", "cup", "skateboard")
 
@@ -191,7 +192,7 @@ class VlmGrounding:
         for attempt in range(self.attempts):
             text = prompt if attempt == 0 else prompt + RETRY_NOTE
             reply = self.client.generate(text, [image])
-            exchanges.append({"prompt": text, "reply": reply})
+            exchanges.append({"prompt": text, "reply": reply[:MAX_REPLY]})
             items = parse_boxes(reply)
             if items is not None:
                 return items, exchanges
@@ -275,7 +276,8 @@ class DetectorGrounding:
 
     def __init__(self, detector, vocabulary: Sequence[str], threshold: float, max_objects: int = 8,
                  min_overlap: float = 0.1):
-        self.detector, self.threshold, self.max_objects, self.min_overlap = detector, threshold, max_objects, min_overlap
+        self.detector, self.threshold = detector, threshold
+        self.max_objects, self.min_overlap = max_objects, min_overlap
         self.queries = ["person"] + [v for v in dict.fromkeys(vocabulary) if v and v != "person"]
 
     def ground_clip(self, frames: dict[int, np.ndarray]) -> dict:

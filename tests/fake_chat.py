@@ -49,8 +49,8 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if self.path.rstrip("/").endswith("/chat/completions"):
-                    reply, code = {"choices": [{"message": {"role": "assistant",
-                                                            "content": respond(prompt_of(body), images_of(body))}}]}, 200
+                    content = respond(prompt_of(body), images_of(body))
+                    reply, code = {"choices": [{"message": {"role": "assistant", "content": content}}]}, 200
                 else:
                     reply, code = {"error": {"message": f"no route {self.path}"}}, 404
                 data = json.dumps(reply).encode()

@@ -118,7 +118,8 @@ class MaskBackendResource(dg.ConfigurableResource):
                                   "(SPARKLE_VLM_MODEL_DIR)")
             return {"name": "vlm", "vlm": vlm}
         if self.grounding != "detector":
-            raise ConfigError(f"mask_backend.grounding must be 'classical', 'vlm' or 'detector', got {self.grounding!r}")
+            raise ConfigError("mask_backend.grounding must be 'classical', 'vlm' or 'detector', "
+                              f"got {self.grounding!r}")
         if not (Path(self.detector_dir or "") / "config.json").is_file():
             raise ConfigError(f"mask_backend.grounding is 'detector' but mask_backend.detector_dir "
                               f"({self.detector_dir or 'unset'}) is not a transformers model directory: set it (or "

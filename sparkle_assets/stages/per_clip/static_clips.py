@@ -135,7 +135,7 @@ def static_clips(context: dg.AssetExecutionContext, config: StaticClipsConfig, v
             id=did, kind="static_clip", asset_key="static_clips", clip_id=clip.clip_id, uri=source["uri"],
             bytes=source["bytes"], content_hash=source["content_hash"], code_version=CODE_VERSION, params=params,
             run_id=context.run_id, status=status, reason=reason, info={**info, "clip_artifact": source["id"]}))
-        batch.edges += [(did, source["id"], "clip")] + [(did, pid, role) for role, pid in inputs.items() if role != "clip"]
+        batch.edges += [(did, pid, role) for role, pid in inputs.items()]
         if status == "ok":
             kept.append(source["id"])
 
