@@ -18,7 +18,7 @@ from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorRe
 from sparkle_assets.definitions import THEME_ASSETS, THEME_INDEPENDENT
 from sparkle_assets.stages.per_clip.foreground_masks import foreground_masks
 from sparkle_assets.stages.per_clip.source_clips import source_clips
-from sparkle_assets.stages.per_clip.static_clips import static_clips
+from sparkle_assets.stages.per_clip.static_clips import StaticClipsConfig, check_state, static_clips
 from sparkle_assets.stages.release.sparkle_dataset import sparkle_dataset_files
 from sparkle_bench.sparkle_format import read_release
 from sparkle_model import backends
@@ -300,7 +300,12 @@ def test_local_qwen_vl_answers_through_the_same_client(home, tmp_path):
     assert "last reply: '" in failed[0]["reason"]
     assert db.current_artifacts("static_clips", kind="static_clip") == []  # no verdict, no decision
     skip_check = {"ops": {"static_clips": {"config": {"vlm_camera_check": False}}}}
-    assert dg.materialize([static_clips, foreground_masks], resources=res, run_config=skip_check).success
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([static_clips, foreground_masks], resources=res, run_config=skip_check,
+                          instance=instance).success
+    event = instance.get_latest_materialization_event(dg.AssetKey("static_clips")).asset_materialization
+    assert event.metadata["vlm_camera_check"].value == "off: vlm_camera_check is false"
+    assert check_state(StaticClipsConfig(), {"name": "none"}) == "off: no VLM configured (vlm.backend is 'none')"
     failed = db.current_artifacts("foreground_masks", status="failed", kind="foreground_grounding")
     assert len(failed) == 1 and "round 1 (frame 0): no JSON list of boxes in the VLM reply after 3 tries" in \
         failed[0]["reason"]
