@@ -184,7 +184,7 @@ def test_grounding_settings_name_what_is_missing(tmp_path):
         MaskBackendResource(grounding="detector", detector_dir=str(tmp_path / "nowhere")).grounding_settings(none)
     with pytest.raises(ValueError, match="'classical', 'vlm' or 'detector'"):
         MaskBackendResource(grounding="yolo").grounding_settings(none)
-    with pytest.raises(ValueError, match="vlm.base_url"):
+    with pytest.raises(ValueError, match="SPARKLE_VLM_URL"):
         VlmResource(backend="endpoint").settings()
 
 
