@@ -7,7 +7,9 @@ Training release, under one root::
     {theme}/source_video/{id}.mp4, {theme}/edited_video/{id}.mp4
     intermediate_data/{theme}/source_frame0/{id}.png, edited_frame0/, edited_frame0_foreground_removed/,
         edited_background_video/{id}.mp4, source_video_mask/{id}.npz, edited_video_canny/{id}.mp4,
-        edited_frame0_score.jsonl, edited_frame0_foreground_removed_score.jsonl, edited_video_score.jsonl
+        edited_frame0_score.jsonl, edited_frame0_foreground_removed_score.jsonl, edited_video_score.jsonl,
+        foreground_grounding_r1.jsonl, foreground_grounding_r2.jsonl (rows whose masks followed VLM or
+        detector boxes: `grounding_lines`)
     release_manifest/{theme}.json           (ours) content hash and lineage ids behind every row
 
 Bench, under one root: `{theme}_bench.csv` (edited_type,prompt,original_video with
@@ -36,6 +38,20 @@ INTERMEDIATES = {
     "edited_video_canny": ("edited_video_canny", "mp4"),
 }
 SCORE_FILES = ("edited_frame0_score", "edited_frame0_foreground_removed_score", "edited_video_score")
+GROUNDING_FILES = ("foreground_grounding_r1", "foreground_grounding_r2")
+
+
+def grounding_lines(task: str, prompt: str, edit_type: str, record: dict) -> dict[str, dict]:
+    """The release's two grounding records of one row from a grounding record
+    (sparkle_model.grounding): round 1 on frame 0, and round 2 adding `frame_objects`, one list per
+    sampled frame with every round-1 label (an empty `bbox_2d` where it was not found)."""
+    def objects(items: list[dict]) -> list[dict]:
+        return [{"bbox_2d": list(o["bbox_2d"]), "label": o["label"]} for o in items]
+
+    r1 = {"id": task, "prompt": prompt, "edit_type": edit_type, "round1_labels": list(record["round1"]["labels"]),
+          "round1_objects": objects(record["round1"]["objects"])}
+    return {"foreground_grounding_r1": r1,
+            "foreground_grounding_r2": {**r1, "frame_objects": [objects(f) for f in record["round2"]["frame_objects"]]}}
 
 
 class ReleaseFormatError(ValueError):
@@ -105,6 +121,7 @@ class ReleaseRow:
     metadata: dict = field(default_factory=dict)  # edit_type, chosen_keyword, original_scene
     intermediates: dict[str, Path] = field(default_factory=dict)  # the roles present on disk
     scores: dict[str, dict] = field(default_factory=dict)  # score file -> its record for this id
+    grounding: dict[str, dict] = field(default_factory=dict)  # grounding file -> its record for this id
 
 
 def release_themes(root: str | Path) -> list[str]:
@@ -124,8 +141,8 @@ def read_release(root: str | Path, themes: list[str] | None = None, require_file
         if not csv_path.is_file():
             raise ReleaseFormatError(f"{root}: no prompts/{theme}_train.csv")
         meta = {r["id"]: r for r in read_jsonl(root / "prompts" / f"{theme}_train_metadata.jsonl")}
-        scores = {name: {r["id"]: r for r in read_jsonl(root / "intermediate_data" / theme / f"{name}.jsonl")
-                         if "id" in r} for name in SCORE_FILES}
+        by_file = {name: {r["id"]: r for r in read_jsonl(root / "intermediate_data" / theme / f"{name}.jsonl")
+                          if "id" in r} for name in SCORE_FILES + GROUNDING_FILES}
         for n, r in enumerate(_read_csv(csv_path, TRAIN_COLUMNS), start=2):
             where = f"{csv_path}:{n}"
             task = r["task"].strip()
@@ -135,7 +152,8 @@ def read_release(root: str | Path, themes: list[str] | None = None, require_file
             for role, rel in train_paths(theme, task).items():
                 if role in INTERMEDIATES and (root / rel).is_file():
                     row.intermediates[role] = root / rel
-            row.scores = {name: by_id[task] for name, by_id in scores.items() if task in by_id}
+            row.scores = {name: by_file[name][task] for name in SCORE_FILES if task in by_file[name]}
+            row.grounding = {name: by_file[name][task] for name in GROUNDING_FILES if task in by_file[name]}
             missing += [f"{where}: {p}" for p in (row.src_video, row.tgt_video) if not p.is_file()]
             out.append(row)
     if require_files and missing:

@@ -1,5 +1,5 @@
 """Every model backend built from plain settings dicts (what the pipeline's resources validate and
-put into artifact ids): the BAIT mask backend, the VLM client, the diffusers editor, animator and
+put into artifact ids): the BAIT mask backend and its grounding, the VLM client, the diffusers editor, animator and
 guided generator, and the edit scorer. Called inside executor workers; models load once per process
 through `model_cache`. No Dagster here: any caller with the same settings gets the same backend.
 """
@@ -13,17 +13,34 @@ import numpy as np
 from .model_cache import cached
 
 
-def mask_backend(settings: dict):
+def mask_backend(settings: dict, grounder=None):
     """The BAIT backend: `{"name": "classical"}` or `{"name": "sam2", checkpoint, config, image_size,
-    device, random_weights}`."""
+    device, random_weights}`; with `grounder` (e.g. stored VLM boxes) its boxes replace the backend's own."""
     if settings["name"] == "classical":
         from .foreground import ClassicalBackend
 
-        return ClassicalBackend()
+        return ClassicalBackend(grounder=grounder)
     from .sam2_tracker import Sam2Backend
 
     return Sam2Backend(settings["checkpoint"], settings["config"], settings["device"], settings["image_size"],
-                       settings["random_weights"])
+                       settings["random_weights"], grounder=grounder)
+
+
+def grounding(settings: dict):
+    """The foreground grounding of BAIT (`ground_clip(frames by index) -> record`): `{"name": "vlm",
+    "vlm": vlm settings}` or `{"name": "detector", model_dir, vocabulary, threshold, device}`."""
+    from .grounding import DetectorGrounding, TransformersDetector, VlmGrounding
+
+    if settings["name"] == "vlm":
+        client = vlm(settings["vlm"])
+        if client is None:
+            raise ValueError("mask_backend.grounding is 'vlm' but vlm.backend is 'none'")
+        return VlmGrounding(client)
+    if settings["name"] == "detector":
+        detector = cached(("detector", settings["model_dir"], settings["device"]),
+                          lambda: TransformersDetector(settings["model_dir"], settings["device"]))
+        return DetectorGrounding(detector, settings["vocabulary"], settings["threshold"])
+    raise ValueError(f"unknown grounding {settings['name']!r}: use 'vlm' or 'detector'")
 
 
 def vlm(settings: dict):

@@ -8,6 +8,8 @@
 
 Backends implement `ground` and `track` (and optionally `prepare`, called once per clip before
 either, e.g. to compute shared features); see sparkle_model.foreground and sparkle_model.sam2_tracker.
+Both trackers also take their boxes from another `Grounder` (sparkle_model.grounding: a VLM's or an
+open-vocabulary detector's stored boxes) instead of their own.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ class Box:
         return [self.x0, self.y0, self.x1, self.y1]
 
 
-class MaskBackend(Protocol):
+class Grounder(Protocol):
     def ground(self, frames: np.ndarray, indices: Sequence[int]) -> dict[int, list[Box]]:
         """Foreground boxes for each requested frame index."""
 
+
+class MaskBackend(Grounder, Protocol):
     def track(self, frames: np.ndarray, anchor: int, boxes: list[Box], direction: str) -> np.ndarray:
         """(T, H, W) bool masks of the entities in `boxes` at `anchor`, tracked `forward`,
         `backward` or `both` ways; frames outside the tracked range are ignored by the vote."""

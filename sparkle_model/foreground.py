@@ -12,6 +12,13 @@ Grounding boxes are the connected components of that evidence on the sampled fra
 and follows, frame by frame, the evidence components that overlap the previous frame's (dilated)
 mask, so an entity that was not in the anchor's boxes does not join the pass. Masks are upsampled
 to the clip's size with bilinear interpolation of the working-resolution mask.
+
+With another `grounder` (a VLM's or a detector's boxes, sparkle_model.grounding) the boxes say what
+is foreground, and a box may hold something that neither moves nor is a person (a parked bicycle, an
+easel). Each pass then starts from the anchor's box regions segmented with GrabCut (the evidence
+inside a box as sure foreground, everything outside the boxes as background) and, on every frame,
+keeps the part of that segment whose pixels still look as they did at the anchor (what stayed put),
+plus the evidence components overlapping the previous frame's mask (what moved).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .bait import Box
+from .bait import Box, Grounder
 from .model_cache import cached
 
 
@@ -52,13 +59,15 @@ class ClassicalBackend:
     """Person segmentation + background subtraction, grounded and tracked by components."""
 
     def __init__(self, work_width: int = 320, person_threshold: float = 0.5, motion_threshold: float = 30.0,
-                 min_area: float = 0.002):
+                 min_area: float = 0.002, grounder: Grounder | None = None):
         self.work_width = work_width
         self.person_threshold = person_threshold
         self.motion_threshold = motion_threshold
         self.min_area = min_area
+        self.grounder = grounder
         self._fg: np.ndarray | None = None
         self._person: np.ndarray | None = None
+        self._small: np.ndarray | None = None
         self._size = (0, 0)
 
     # -- shared evidence ----------------------------------------------------------------------
@@ -68,6 +77,7 @@ class ClassicalBackend:
         wh = max(8, int(round(h * ww / w)))
         small = np.stack([cv2.resize(f, (ww, wh), interpolation=cv2.INTER_AREA) for f in frames])
         self._person = person_probability(small)
+        self._small = small if self.grounder is not None else None
         diff = np.abs(small.astype(np.float32) - background_plate(small)).max(axis=-1)
         fg = (self._person > self.person_threshold) | (diff > self.motion_threshold)
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -83,6 +93,8 @@ class ClassicalBackend:
 
     # -- BAIT parts ---------------------------------------------------------------------------
     def ground(self, frames: np.ndarray, indices: Sequence[int]) -> dict[int, list[Box]]:
+        if self.grounder is not None:
+            return self.grounder.ground(frames, indices)
         fg = self.evidence()
         wh, ww = fg.shape[1:]
         sx, sy = self._size[0] / ww, self._size[1] / wh
@@ -104,26 +116,66 @@ class ClassicalBackend:
     def track(self, frames: np.ndarray, anchor: int, boxes: list[Box], direction: str) -> np.ndarray:
         fg = self.evidence()
         t, wh, ww = fg.shape
-        sx, sy = ww / self._size[0], wh / self._size[1]
-        start = np.zeros((wh, ww), bool)
-        for b in boxes:
-            start[int(b.y0 * sy):int(np.ceil(b.y1 * sy)), int(b.x0 * sx):int(np.ceil(b.x1 * sx))] = True
+        start = self._box_regions(boxes)
+        seed = self._segment(anchor, boxes) if self.grounder is not None else None
         small = np.zeros_like(fg)
         orders = {"forward": [range(anchor, t)], "backward": [range(anchor, -1, -1)],
                   "both": [range(anchor, t), range(anchor, -1, -1)]}[direction]
         grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
         for order in orders:
-            region = start
+            region = start if seed is None else seed
             for i in order:
                 n, labels = cv2.connectedComponents(fg[i].astype(np.uint8), connectivity=8)
                 keep = np.unique(labels[region & fg[i]])
                 kept = np.isin(labels, keep[keep > 0])
+                if seed is not None:
+                    kept |= self._unchanged(seed, anchor, i)
                 small[i] |= kept
                 if kept.any():
                     region = cv2.dilate(kept.astype(np.uint8), grow).astype(bool)
         w, h = self._size
         return np.stack([cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
                          for m in small])
+
+
+    def _box_regions(self, boxes: list[Box]) -> np.ndarray:
+        """The union of `boxes` (clip pixels) at working resolution."""
+        return np.any([self._box_region(b) for b in boxes], axis=0) if boxes else \
+            np.zeros(self.evidence().shape[1:], bool)
+
+    def _box_region(self, b: Box) -> np.ndarray:
+        wh, ww = self.evidence().shape[1:]
+        sx, sy = ww / self._size[0], wh / self._size[1]
+        region = np.zeros((wh, ww), bool)
+        region[int(b.y0 * sy):int(np.ceil(b.y1 * sy)), int(b.x0 * sx):int(np.ceil(b.x1 * sx))] = True
+        return region
+
+    def _segment(self, anchor: int, boxes: list[Box], iterations: int = 3, min_fill: float = 0.1) -> np.ndarray:
+        """What the boxes hold at the anchor: GrabCut with the evidence inside them as sure
+        foreground and everything outside them as background. A box in which GrabCut keeps less than
+        `min_fill` of the pixels (an object that looks like its surroundings) is kept whole."""
+        regions = [self._box_region(b) for b in boxes]
+        inside = np.any(regions, axis=0) if regions else np.zeros(self.evidence().shape[1:], bool)
+        seg = inside
+        if inside.any() and not inside.all():
+            labels = np.where(inside, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
+            labels[self.evidence()[anchor] & inside] = cv2.GC_FGD
+            bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
+            try:
+                cv2.grabCut(np.ascontiguousarray(self._small[anchor]), labels, None, bgd, fgd, iterations,
+                            cv2.GC_INIT_WITH_MASK)
+                seg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+            except cv2.error:  # nothing to learn a colour model from
+                seg = inside
+        for region in regions:
+            if (seg & region).sum() < min_fill * region.sum():
+                seg = seg | region
+        return seg
+
+    def _unchanged(self, seed: np.ndarray, anchor: int, i: int) -> np.ndarray:
+        """The pixels of the anchor's segment that look at frame i as they did at the anchor."""
+        diff = np.abs(self._small[i].astype(np.int16) - self._small[anchor].astype(np.int16)).max(axis=-1)
+        return seed & (diff < self.motion_threshold)
 
 
 def _fill_holes(mask: np.ndarray, max_hole: float = 0.01) -> np.ndarray:

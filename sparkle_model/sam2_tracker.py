@@ -1,6 +1,7 @@
 """The SAM2 backend for BAIT: the `sam2` package's video predictor tracks the grounded boxes.
 
-Grounding comes from a grounder backend (the classical one by default); each pass resets the
+Grounding comes from a grounder (the classical backend by default, or stored VLM / detector boxes:
+sparkle_model.grounding.RecordedGrounder); each pass resets the
 predictor, adds every anchor box as an object and propagates forward and/or backward. The model is
 built from a packaged config without hydra (sparkle_model.sam2_build) and loaded once per process.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .bait import Box
+from .bait import Box, Grounder
 from .foreground import ClassicalBackend
 from .model_cache import cached
 from .sam2_build import build_sam2
@@ -26,7 +27,7 @@ class Sam2Backend:
 
     def __init__(self, checkpoint: str | None, config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
                  device: str = "cpu", image_size: int | None = None, random_weights: bool = False,
-                 grounder: ClassicalBackend | None = None):
+                 grounder: Grounder | None = None):
         if checkpoint is None and not random_weights:
             raise FileNotFoundError("the SAM2 mask backend needs a checkpoint: set `sam2_checkpoint` on the "
                                     "mask_backend resource (env SPARKLE_SAM2_CHECKPOINT) to a local .pt file")
@@ -41,7 +42,9 @@ class Sam2Backend:
         self._state = None
 
     def prepare(self, frames: np.ndarray) -> None:
-        self.grounder.prepare(frames)
+        prepare = getattr(self.grounder, "prepare", None)
+        if prepare is not None:
+            prepare(frames)
         tmp = Path(tempfile.mkdtemp(prefix="sparkle-sam2-"))
         try:  # the predictor reads a folder of JPEG frames named by index
             for i, frame in enumerate(frames):

@@ -164,6 +164,18 @@ def sample_frames(path: str | os.PathLike, count: int) -> list[np.ndarray]:
     return out
 
 
+def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np.ndarray]:
+    """The frames at `indices` (one decoding pass, only those kept); indices past the end are absent."""
+    wanted = set(indices)
+    out = {}
+    for i, frame in enumerate(iter_frames(path)):
+        if i in wanted:
+            out[i] = frame
+        if len(out) == len(wanted):
+            break
+    return out
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
     """All frames (or the first max_frames) as one (T, H, W, 3) uint8 array."""
     frames = []

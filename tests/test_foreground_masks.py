@@ -9,7 +9,7 @@ import pytest
 from sparkle_assets.stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality, mask_quality
 from sparkle_assets.core.lineage import Lineage
 from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
-                                      MaskBackendResource, SourcesResource)
+                                      MaskBackendResource, SourcesResource, VlmResource)
 from sparkle_assets.stages.per_clip.source_clips import source_clips
 from sparkle_assets.stages.per_clip.static_clips import static_clips
 from sparkle_model.bait import Box, bait_track, choose_anchors, directions_for, sample_indices
@@ -123,7 +123,8 @@ def test_masks_asset_incrementality_and_check(home, tmp_path):
     write_video(folder / "empty_scene.mp4", [np.full((96, 128, 3), 90, np.uint8)] * 17, fps=16)
     res = {"artifact_store": ArtifactStoreResource(home=str(home)), "lineage": LineageResource(home=str(home)),
            "sources": SourcesResource(folders=[str(folder)], bundled=False),
-           "clip_executor": ClipExecutorResource(kind="in_process"), "mask_backend": MaskBackendResource()}
+           "clip_executor": ClipExecutorResource(kind="in_process"), "mask_backend": MaskBackendResource(),
+           "vlm": VlmResource()}
     instance = dg.DagsterInstance.ephemeral()
     assets = [source_clips, static_clips, foreground_masks, foreground_masks_quality]
     first = dg.materialize(assets, resources=res, instance=instance)

@@ -9,7 +9,7 @@ import pytest
 
 from sparkle_assets.core.lineage import Lineage
 from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
-                                      SourcesResource)
+                                      SourcesResource, VlmResource)
 from sparkle_assets.stages.per_clip.source_clips import source_clips
 from sparkle_assets.core.readers import kept_clips
 from sparkle_assets.stages.per_clip.static_clips import static_clips
@@ -20,7 +20,7 @@ from conftest import REPO
 def resources(home, folder, executor="in_process"):
     return {"artifact_store": ArtifactStoreResource(home=str(home)), "lineage": LineageResource(home=str(home)),
             "sources": SourcesResource(folders=[str(folder)], bundled=False),
-            "clip_executor": ClipExecutorResource(kind=executor, workers=2)}
+            "clip_executor": ClipExecutorResource(kind=executor, workers=2), "vlm": VlmResource()}
 
 
 def data_version(instance, key):

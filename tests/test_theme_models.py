@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from sparkle_model.taxonomy import MOTION_CUES, TaxonomyError, load_taxonomy, pa
 from sparkle_model.vlm import EndpointVlm, VlmError, vlm_edit_score
 
 from conftest import REPO
+from fake_chat import ChatServer
 
 THEMES = REPO / "themes"
 
@@ -165,43 +164,12 @@ def test_diffusers_backends_with_tiny_random_weights(tiny_pipelines):
         DiffusersAnimator(str(inpaint_dir))
 
 
-class FakeChatServer:
-    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests).
-    With `redirect_to` it answers every request with a redirect (`status`) to that URL instead."""
+class FakeChatServer(ChatServer):
+    """A local OpenAI-compatible chat endpoint answering every request with canned JSON (records the
+    requests). With `redirect_to` it answers every request with a redirect (`status`) to that URL instead."""
 
     def __init__(self, reply: dict, redirect_to: str | None = None, status: int = 302):
-        requests = self.requests = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                requests.append({"path": self.path, "body": json.loads(raw) if raw else None,
-                                 "auth": self.headers.get("Authorization"), "api_key": self.headers.get("api-key")})
-                if redirect_to:
-                    self.send_response(status)
-                    self.send_header("Location", redirect_to + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = json.dumps({"choices": [{"message": {"content": "Sure:\n" + json.dumps(reply)}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST  # urllib used to follow a 302 as a GET
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(lambda prompt, images: "Sure:\n" + json.dumps(reply), redirect_to, status)
 
 
 def test_vlm_endpoint_client(monkeypatch):

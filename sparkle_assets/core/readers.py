@@ -49,6 +49,7 @@ ROLES: dict[str, Role] = {
     "source": Role("source_clips", "source_clip"),  # every ingested clip, before the camera filter
     "clip": Role("static_clips", "source_clip", reader=kept_clips),  # the fixed-camera clips
     "mask": Role("foreground_masks", "foreground_mask"),  # usable BAIT masks
+    "grounding": Role("foreground_masks", "foreground_grounding"),  # VLM / detector boxes (not with classical)
     "clean": Role("clean_backgrounds", "clean_background"),
     "frame0": Role("clean_backgrounds", "source_frame0"),  # frame 0 of the clip, as PNG
     "instruction": Role("instructions", "instruction", per_theme=True),

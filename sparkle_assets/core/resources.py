@@ -9,6 +9,8 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
 - ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
   ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
+- ``SPARKLE_GROUNDING`` (``classical``, ``vlm`` or ``detector``), ``SPARKLE_DETECTOR_DIR``,
+  ``SPARKLE_DETECTOR_VOCABULARY`` (comma-separated);
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
 - ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
   ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
@@ -28,6 +30,7 @@ from typing import ClassVar
 
 import dagster as dg
 
+from sparkle_model.grounding import DEFAULT_VOCABULARY
 from sparkle_model.taxonomy import Theme, TaxonomyError, load_taxonomy, parse_theme
 from sparkle_model.vlm import endpoint_settings
 
@@ -94,12 +97,44 @@ class MaskBackendResource(dg.ConfigurableResource):
     segmentation + background subtraction) or `sam2` (the sam2 video predictor; `sam2_checkpoint`
     is a local .pt file, loaded weights-only). The model's YAML config names classes to build, so it
     is not a field (run config can set fields from the UI): `SPARKLE_SAM2_CONFIG` names it (default
-    the packaged sam2.1 hiera-t), and `SPARKLE_SAM2_RANDOM_WEIGHTS=1` (tests only) builds random weights."""
+    the packaged sam2.1 hiera-t), and `SPARKLE_SAM2_RANDOM_WEIGHTS=1` (tests only) builds random weights.
+
+    `grounding` says where the boxes come from: `classical` (the backend's own evidence), `vlm` (the
+    paper's two rounds through the `vlm` resource's model) or `detector` (an OWLv2 / Grounding DINO
+    directory `detector_dir`, prompted with `person` plus `detector_vocabulary`)."""
 
     backend: str = "classical"
     sam2_checkpoint: str = ""
     sam2_image_size: int = 0  # 0: the config's own (1024)
     device: str = "cpu"
+    grounding: str = "classical"
+    detector_dir: str = ""
+    detector_vocabulary: list[str] = list(DEFAULT_VOCABULARY)
+    detector_threshold: float = 0.3
+
+    def grounding_settings(self, vlm: dict) -> dict:
+        """The grounding's settings (part of every grounding record's id, so of every mask's);
+        `vlm` is the vlm resource's settings. ConfigError, naming the setting, when unusable."""
+        if self.grounding == "classical":
+            return {"name": "classical"}
+        if self.grounding == "vlm":
+            if vlm["name"] == "none":
+                raise ConfigError("mask_backend.grounding is 'vlm' but vlm.backend is 'none': set "
+                                  "SPARKLE_VLM_BACKEND=endpoint (SPARKLE_VLM_URL, SPARKLE_VLM_MODEL) or local "
+                                  "(SPARKLE_VLM_MODEL_DIR)")
+            return {"name": "vlm", "vlm": vlm}
+        if self.grounding != "detector":
+            raise ConfigError("mask_backend.grounding must be 'classical', 'vlm' or 'detector', "
+                              f"got {self.grounding!r}")
+        if not (Path(self.detector_dir or "") / "config.json").is_file():
+            raise ConfigError(f"mask_backend.grounding is 'detector' but mask_backend.detector_dir "
+                              f"({self.detector_dir or 'unset'}) is not a transformers model directory: set it (or "
+                              "SPARKLE_DETECTOR_DIR) to a local OWLv2 or Grounding DINO model")
+        if not 0 <= self.detector_threshold <= 1:
+            raise ConfigError(f"mask_backend.detector_threshold must be in [0, 1], got {self.detector_threshold}")
+        vocabulary = [" ".join(v.split())[:60] for v in self.detector_vocabulary if v.strip()][:64]
+        return {"name": "detector", "model_dir": self.detector_dir, "vocabulary": vocabulary,
+                "threshold": self.detector_threshold, "device": self.device}
 
     def settings(self) -> dict:
         """The backend's settings (part of every mask's artifact id); ConfigError when unusable."""
@@ -269,7 +304,11 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "mask_backend": MaskBackendResource(
             backend=os.environ.get("SPARKLE_MASK_BACKEND", "classical"),
             sam2_checkpoint=os.environ.get("SPARKLE_SAM2_CHECKPOINT", ""),
-            device=os.environ.get("SPARKLE_DEVICE", "cpu")),
+            device=os.environ.get("SPARKLE_DEVICE", "cpu"),
+            grounding=os.environ.get("SPARKLE_GROUNDING", "classical"),
+            detector_dir=os.environ.get("SPARKLE_DETECTOR_DIR", ""),
+            detector_vocabulary=[v for v in os.environ.get("SPARKLE_DETECTOR_VOCABULARY", "").split(",") if v.strip()]
+            or list(DEFAULT_VOCABULARY)),
         "themes": ThemesResource(directory=default_themes_dir()),
         "vlm": VlmResource(backend=os.environ.get("SPARKLE_VLM_BACKEND", "none"),
                            model=os.environ.get("SPARKLE_VLM_MODEL", ""),

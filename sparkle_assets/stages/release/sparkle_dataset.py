@@ -6,7 +6,8 @@ metadata JSONL), with its videos and the pipeline's intermediates under `interme
 (copies otherwise), each placed atomically; CSV and JSONL files are written after the files they
 name, and files of pairs no longer curated are removed last. `release_manifest/{theme}.json` lists
 each row's files with their sha256 and the lineage ids behind it, plus a content hash of the whole
-theme. Nothing is decoded: this runs nightly after `curated_pairs`.
+theme. Rows whose masks followed VLM or detector boxes also get their lines in
+`foreground_grounding_r1.jsonl` / `_r2.jsonl`. Nothing is decoded: this runs nightly after `curated_pairs`.
 """
 
 import hashlib
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from sparkle_bench.sparkle_format import (INTERMEDIATES, TRAIN_COLUMNS, ReleaseFormatError, csv_text, jsonl_text,
-                                          read_release, train_paths)
+from sparkle_bench.sparkle_format import (GROUNDING_FILES, INTERMEDIATES, SCORE_FILES, TRAIN_COLUMNS,
+                                          ReleaseFormatError, csv_text, grounding_lines, jsonl_text, read_release,
+                                          train_paths)
 
 from ...core.lineage import now_iso
+from ...core.readers import ROLES
 from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
 from ...core.resources import ArtifactStoreResource, LineageResource
 from ...core.stage import Stage
@@ -51,9 +54,12 @@ def score_records(task: str, rows: dict) -> dict[str, dict]:
     }
 
 
-def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[list[dict], dict]:
-    """Write one theme's release files; returns (manifest rows, manifest)."""
-    manifest_rows, train, meta, scores = [], [], [], {}
+def export_theme(store, theme: str, records: list[dict], root: Path,
+                 groundings: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
+    """Write one theme's release files; returns (manifest rows, manifest). `groundings`: clip id ->
+    the current `foreground_grounding` row, for the clips that have one."""
+    groundings = groundings or {}
+    manifest_rows, train, meta, jsonl = [], [], [], {}
     for rec in records:
         task, rows = rec["task"], rec["rows"]
         record = json.loads(store.resolve(rows["instruction"]["uri"]).read_text())
@@ -69,14 +75,21 @@ def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[li
                      "metadata": {"edit_type": record["edit_type"], "chosen_keyword": record["chosen_keyword"],
                                   "original_scene": record["original_scene"]}})
         for name, rec_score in score_records(task, rows).items():
-            scores.setdefault(name, []).append(rec_score)
+            jsonl.setdefault(name, []).append(rec_score)
         lineage_ids = {LINEAGE_NAMES[r]: rows[r]["id"] for r in LINEAGE_NAMES}
+        grounding = groundings.get(rec["pair"]["clip_id"])
+        if grounding is not None:
+            lines = grounding_lines(task, record["instruction"], record["edit_type"],
+                                    json.loads(store.resolve(grounding["uri"]).read_text()))
+            for name, line in lines.items():
+                jsonl.setdefault(name, []).append(line)
+            lineage_ids["foreground_grounding"] = grounding["id"]
         manifest_rows.append({"task": task, "files": files,
                               "lineage": {**lineage_ids, "curated_pair": rec["pair"]["id"]}})
     texts = {f"prompts/{theme}_train.csv": csv_text(TRAIN_COLUMNS, train),
              f"prompts/{theme}_train_metadata.jsonl": jsonl_text(meta)}
-    for name in ("edited_frame0_score", "edited_frame0_foreground_removed_score", "edited_video_score"):
-        texts[f"intermediate_data/{theme}/{name}.jsonl"] = jsonl_text(scores.get(name, []))
+    for name in SCORE_FILES + GROUNDING_FILES:
+        texts[f"intermediate_data/{theme}/{name}.jsonl"] = jsonl_text(jsonl.get(name, []))
     listing = {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in texts.items()}
     for rel, text in texts.items():
         atomic_write_bytes(contained(root, rel), text.encode())
@@ -100,7 +113,7 @@ def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, art
     store, db = artifact_store.store(), lineage.lineage()
     root = export_root(config.root, artifact_store.home, "dataset")
     records, skipped = curated_records(db, theme, "ok")
-    manifest_rows, manifest = export_theme(store, theme, records, root)
+    manifest_rows, manifest = export_theme(store, theme, records, root, ROLES["grounding"].rows(db, theme))
     batch = record_rows(records, "dataset_row", "sparkle_dataset", theme, context.run_id, {"root": str(root)},
                         [{"task": m["task"], "tgt_video_sha256": m["files"]["tgt_video"]["sha256"]}
                          for m in manifest_rows])
