@@ -117,3 +117,15 @@ def test_a_database_and_fragment_from_the_previous_version_are_migrated(tmp_path
     assert [r["id"] for r in lineage.current_artifacts("b")] == ["a3"]
     assert [r["id"] for r in lineage.sources_of("a3")] == ["a2"]
     assert not lineage.pending()
+
+
+def test_curation_decision_with_and_without_filters(tmp_path):
+    from sparkle_assets.core.judging import decide_pairs
+
+    lineage = Lineage(tmp_path / "l.duckdb")
+    lineage.write(LineageBatch([ArtifactRow(id="p1", kind="pair_score", asset_key="pair_scores", clip_id="c1"),
+                                ArtifactRow(id="p2", kind="pair_score", asset_key="pair_scores", clip_id="c2")],
+                               scores=[("p1", "edit_score", 9.0), ("p2", "edit_score", 7.0)]))
+    assert [r["reason"] for r in decide_pairs(lineage, ["p1", "p2"], {})] == [None, None]  # every filter off
+    rows = decide_pairs(lineage, ["p1", "p2"], {"min_edit_score": ("edit_score", ">=", 8.0)})
+    assert [r["reason"] for r in rows] == [None, "edit_score 7.000 (need >= 8.0)"]

@@ -59,6 +59,6 @@ def decide_pairs(db, pair_score_ids: list[str], filters: dict[str, tuple[str, st
             FROM pair_metric WHERE pair_score_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY pair_score_id
         )
         SELECT *{', ' + ', '.join(passes) if passes else ''},
-               nullif(concat_ws('; '{', ' + ', '.join(reasons) if reasons else ''}), '') AS reason
+               {f"nullif(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else 'NULL::VARCHAR'} AS reason
         FROM wide ORDER BY clip_id"""
     return db.query(sql, [list(pair_score_ids), *params])
