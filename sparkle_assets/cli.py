@@ -170,14 +170,11 @@ def port_free(host: str, port: int) -> bool:
 def _dagster_dev_signals() -> None:  # in the child, before exec
     # A shell starts background jobs with SIGINT ignored, and `dagster dev` copies that onto SIGTERM:
     # it would then ignore both. Default handling lets it shut down its webserver and daemon.
+    from .core.executor import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:  # and it stops if `sparkle ui` itself is killed
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    die_with_parent(signal.SIGTERM)  # and it stops if `sparkle ui` itself is killed
 
 
 def cmd_ui(args) -> int:
@@ -220,11 +217,15 @@ def cmd_ui(args) -> int:
 
 
 def _stop_group(dev: subprocess.Popen, stop: list[int]) -> int:
-    """Ask `dagster dev` to stop, give it 10 s, then kill whatever of its process group is left."""
+    """Ask `dagster dev` and its children to stop, give them 5 s (its own shutdown waits on its
+    children for far longer), then kill whatever is left of the group."""
     if dev.poll() is None:
-        dev.send_signal(signal.SIGTERM)
         try:
-            dev.wait(10)
+            os.killpg(dev.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            dev.wait(5)
         except subprocess.TimeoutExpired:
             pass
     try:

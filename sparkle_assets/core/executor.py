@@ -9,7 +9,10 @@ touching any stage. A failing item never raises out of `map`: its Outcome carrie
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing
+import os
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,8 +54,21 @@ class InProcessExecutor(ClipExecutor):
         return [_call(fn, item) for item in items]
 
 
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """In a child process (Linux): receive `signum` when the process that started it dies (a
+    `kill -9` of the run, or the kernel out of memory), so no orphan keeps writing into the store.
+    With `parent` given, exit at once if that process is already gone."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
 class ProcessPoolExecutor(ClipExecutor):
-    """A pool of worker processes (spawned: safe with threads and torch in the parent)."""
+    """A pool of worker processes (spawned: safe with threads and torch in the parent), which die
+    with the process that started them."""
 
     def __init__(self, workers: int = 2):
         if workers < 1:
@@ -63,7 +79,8 @@ class ProcessPoolExecutor(ClipExecutor):
         if len(items) <= 1 or self.workers == 1:
             return InProcessExecutor().map(fn, items)
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=min(self.workers, len(items)), mp_context=ctx,
+                                    initializer=die_with_parent, initargs=(signal.SIGKILL, os.getpid())) as pool:
             futures = [pool.submit(_call, fn, item) for item in items]
             out: list[Outcome[Any]] = []
             for fut in futures:
