@@ -367,8 +367,10 @@ class RunConsole:
                 self._line(f"{step} done: {counts}")
         elif kind == dg.DagsterEventType.STEP_FAILURE:
             error = ev.event_specific_data.error
-            message = (error.message if error else "failed").strip().splitlines()
-            self._line(f"{step} FAILED: {message[-1] if message else ''}")
+            while error is not None and error.cause is not None:  # the error under Dagster's wrappers
+                error = error.cause
+            message = (error.message if error else "").strip().splitlines()
+            self._line(f"{step} FAILED: {message[-1] if message else 'see the run in the UI'}")
         elif kind == dg.DagsterEventType.ENGINE_EVENT and "pool" in (ev.engine_event_data.metadata or {}):
             self.blocked[step] = str(ev.engine_event_data.metadata["pool"].value)
 
