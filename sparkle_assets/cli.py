@@ -75,6 +75,11 @@ def open_home(home: Path, by: str, clear: bool = True):
 
 
 def cmd_run(args) -> int:
+    from .core.themes import theme_name_problem
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
     from dagster._core.utils import make_new_run_id
 
@@ -250,23 +255,20 @@ def cmd_env(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    import duckdb
-
     home = configure_env(args.home)
     db = _lineage(home)
     if not db.db_path.exists():
         print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
         return 2
+    from .core.lineage import LineageQueryError
+
     try:
         if args.what == "sql":
-            rows = db.query(args.ref)
+            rows = db.console_query(args.ref)
         else:
             rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
-    except KeyError as exc:
+    except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
-        return 2
-    except duckdb.Error as exc:
-        print(f"sparkle lineage sql: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     for row in rows:
         print(json.dumps(row, default=str))

@@ -34,6 +34,19 @@ class StoreError(ValueError):
     """A store path or artifact that cannot be used (escapes the root, fails verification...)."""
 
 
+def contained(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """`root` joined with `parts`, resolved, refusing anything that leaves `root`: an absolute part,
+    `..`, a NUL byte or a symlink that points out. The one containment check for every path built
+    from data (store uris, export and bench files, contact sheets, theme names)."""
+    base = Path(root).resolve()
+    if any(not str(part) or "\x00" in str(part) for part in parts):
+        raise StoreError(f"invalid path part in {[str(p) for p in parts]!r}")
+    candidate = base.joinpath(*parts).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise StoreError(f"path {'/'.join(str(p) for p in parts)!r} resolves outside {base}")
+    return candidate
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -141,12 +154,9 @@ class ArtifactStore:
     # -- paths -------------------------------------------------------------------------------
     def resolve(self, uri: str) -> Path:
         """Absolute path of a store-relative uri; refuses anything that escapes the root."""
-        if not uri or "\x00" in uri:
+        if not uri:
             raise StoreError(f"invalid store path {uri!r}")
-        candidate = (self.root / uri).resolve()
-        if candidate != self.root and self.root not in candidate.parents:
-            raise StoreError(f"path {uri!r} resolves outside the artifact store {self.root}")
-        return candidate
+        return contained(self.root, uri)
 
     def _base(self, kind: str, aid: str) -> str:
         if not kind.replace("_", "").isalnum() or not aid.isalnum():
@@ -195,6 +205,10 @@ class ArtifactStore:
                 if path.is_file() and not path.name.startswith("."):
                     yield kind_dir.name, path.name.split(".", 1)[0], path
 
+    def payload_path(self, kind: str, aid: str, ext: str) -> Path:
+        """Where the payload of artifact `aid` lives (whether or not it exists yet)."""
+        return self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+
     def path_of(self, art: StoredArtifact) -> Path:
         if art.uri is None:
             raise StoreError(f"artifact {art.id} ({art.kind}) has no payload file")
@@ -207,7 +221,7 @@ class ArtifactStore:
 
         Commit (the sidecar) happens in `commit`; a payload without a sidecar is never trusted.
         """
-        final = self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+        final = self.payload_path(kind, aid, ext)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(temporary_name(aid, f".{ext.lstrip('.')}"))
         try:
