@@ -99,10 +99,19 @@ def make_malformed(kind: str, good: Path, dst_dir: Path, name: str, rng: random.
         path.write_text("".join(rng.choice("abc def\n") for _ in range(rng.randint(10, 5000))))
     elif kind == "random_bytes":
         path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randint(1, 20000))))
-    elif kind == "absurd_header":  # the sample description claims a huge picture
-        buf = bytearray(data)
-        side = rng.randint(8000, 65000)
-        assert _patch_box(buf, b"avc1", 28, ">HH", side, side)
+    elif kind == "absurd_header":  # an AVI whose headers claim a picture size its frames do not have
+        import cv2
+
+        path = dst_dir / f"{name}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 16, (96, 64))
+        for t in range(21):
+            frame = np.full((64, 96, 3), rng.randrange(256), np.uint8)
+            frame[10:30, t:t + 20] = (30, 30, 200)
+            writer.write(frame)
+        writer.release()
+        buf = bytearray(path.read_bytes())
+        w, h = rng.choice([(rng.randint(8000, 65000), rng.randint(8000, 65000)), (1920, 1080), (640, 480)])
+        assert _patch_box(buf, b"avih", 40, "<II", w, h) and _patch_box(buf, b"strf", 12, "<ii", w, h)
         path.write_bytes(bytes(buf))
     elif kind == "forged_duration":  # the movie and media headers claim days of video
         buf = bytearray(data)
