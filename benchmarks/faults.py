@@ -93,7 +93,7 @@ def make_malformed(kind: str, good: Path, dst_dir: Path, name: str, rng: random.
     elif kind == "image_as_video":
         import cv2
 
-        ok, png = cv2.imencode(".png", np.full((32 + rng.randrange(64), 48, 3), rng.randrange(256), np.uint8))
+        _, png = cv2.imencode(".png", np.full((32 + rng.randrange(64), 48, 3), rng.randrange(256), np.uint8))
         path.write_bytes(png.tobytes())
     elif kind == "text_as_video":
         path.write_text("".join(rng.choice("abc def\n") for _ in range(rng.randint(10, 5000))))
@@ -260,8 +260,8 @@ def bench_kills(work: Path, trials: int, seed: int, theme: str) -> dict:
         started = time.perf_counter()
         rerun = sparkle(home, *run_args)
         duration = time.perf_counter() - started
-        cleared = re.findall(r"^cleared dead run (\S+)", rerun.stdout, re.M)
-        removed = sum(int(n) for n in re.findall(r"^removed (\d+) temporary file", rerun.stdout, re.M))
+        cleared = re.findall(r"^cleared dead run (\S+)", rerun.stdout, re.MULTILINE)
+        removed = sum(int(n) for n in re.findall(r"^removed (\d+) temporary file", rerun.stdout, re.MULTILINE))
         problems = verify(home)
         results.append({"trial": trial, "kill_at_s": round(at, 2), "killed": killed,
                         "last_step_line": steps[-1] if steps else "(before the first step)",
