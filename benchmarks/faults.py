@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -246,17 +247,18 @@ def bench_kills(work: Path, trials: int, seed: int, theme: str) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "sparkle_assets.cli", "--home", str(home), *run_args],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
         lines: list[str] = []
-        os.set_blocking(proc.stdout.fileno(), False)
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < at and proc.poll() is None:
-            time.sleep(0.05)
-            lines += (proc.stdout.read() or "").splitlines()
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=at)
+        except subprocess.TimeoutExpired:
+            pass
         killed = proc.poll() is None
         if killed:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(signal.SIGKILL)  # the run's process only, as the kernel's OOM killer does
         proc.wait()
-        lines += (proc.stdout.read() or "").splitlines()
-        steps = [ln.split("] ", 1)[1] for ln in lines if "] " in ln]
+        reader.join(timeout=10)
+        steps = [ln.rstrip().split("] ", 1)[1] for ln in lines if "] " in ln]
         started = time.perf_counter()
         rerun = sparkle(home, *run_args)
         duration = time.perf_counter() - started

@@ -125,12 +125,17 @@ def _instance(home: Path):
     return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster")))
 
 
-@pytest.mark.integration
-def test_killed_run_is_cleared_by_the_next_run(tmp_path):
+@pytest.fixture
+def two_clips(tmp_path) -> Path:
     folder = tmp_path / "clips"
     make_clip(folder / "a.mp4", frames=17, size=(96, 64), seed=1)
     make_clip(folder / "b.mp4", frames=17, size=(96, 64), seed=2)
-    home = tmp_path / "home"
+    return folder
+
+
+@pytest.mark.integration
+def test_killed_run_is_cleared_by_the_next_run(tmp_path, two_clips):
+    folder, home = two_clips, tmp_path / "home"
     first = subprocess.Popen(_sparkle(home, folder), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                              text=True, env=ENV)
     run_id = None
@@ -164,11 +169,8 @@ def test_killed_run_is_cleared_by_the_next_run(tmp_path):
 
 
 @pytest.mark.integration
-def test_four_runs_at_once_on_a_fresh_home(tmp_path):
-    folder = tmp_path / "clips"
-    make_clip(folder / "a.mp4", frames=17, size=(96, 64), seed=1)
-    make_clip(folder / "b.mp4", frames=17, size=(96, 64), seed=2)
-    home = tmp_path / "home"
+def test_four_runs_at_once_on_a_fresh_home(tmp_path, two_clips):
+    folder, home = two_clips, tmp_path / "home"
     procs = [subprocess.Popen(_sparkle(home, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=ENV) for _ in range(4)]
     outs = [p.communicate(timeout=400) for p in procs]
@@ -189,3 +191,24 @@ def test_thresholds_out_of_range_name_the_field_and_range():
     for value in (-5, 1000):
         with pytest.raises(ConfigError, match=rf"min_edit_score must be in \[0, 10\], got {value}"):
             CuratedPairsConfig(min_edit_score=value).check()
+
+
+def test_a_home_broken_by_the_storage_race_is_repaired(tmp_path, monkeypatch):
+    """Two first starts stamping the schema at once left `alembic_version` with two rows ("more than
+    one head"), and every later run failed: the next `sparkle` command repairs it and says so."""
+    import sqlite3
+
+    from sparkle_assets.core.runs import open_instance
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    open_instance(home)
+    db = sqlite3.connect(home / "dagster" / "history" / "runs.db")
+    with db:
+        db.execute("INSERT INTO alembic_version VALUES ('5771160a95ad')")  # what the losing process stamped
+    db.close()
+    said: list[str] = []
+    instance = open_instance(home, say=said.append)
+    assert len(said) == 1 and "history/runs.db: schema versions" in said[0] and "5771160a95ad" in said[0]
+    assert instance.get_runs() == []
+    assert open_instance(home, say=said.append) and len(said) == 1  # repaired for good
