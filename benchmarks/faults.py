@@ -5,7 +5,8 @@
    of one CSV; one `sparkle run --shared-only` over it. Counts: malformed inputs quarantined with a
    reason, controls and good clips ingested, per-clip failures, run failures; then `sparkle verify`.
 2. `kills`: one home; each trial adds a new clip, starts `sparkle run` (with `--theme`), kills it
-   with SIGKILL at a seeded moment (uniform over the last complete run's duration), then reruns.
+   with SIGKILL at a seeded moment (uniform over the last complete run's duration), then reruns;
+   until `--kills` kills have landed in a running run (a run done before its moment does not count).
    Counts: reruns completed, dead runs the rerun cleared, temporaries it removed, `sparkle verify`
    problems after each rerun, and where the kills landed.
 3. `concurrent`: `--concurrent` runs started at the same second on a fresh home, against one run
@@ -240,8 +241,10 @@ def bench_kills(work: Path, trials: int, seed: int, theme: str) -> dict:
     duration = time.perf_counter() - started
     if first.returncode:
         return {"error": "the first run failed", "tail": first.stdout[-2000:] + first.stderr[-2000:]}
-    results = []
-    for trial in range(1, trials + 1):
+    results: list[dict] = []
+    trial = 0
+    while sum(r["killed"] for r in results) < trials and trial < 2 * trials:  # a run done before its kill: again
+        trial += 1
         good_clip(videos / f"clip_{trial:03d}.mp4", seed + trial)  # new work for this trial
         at = rng.uniform(0.5, duration)
         proc = subprocess.Popen([sys.executable, "-m", "sparkle_assets.cli", "--home", str(home), *run_args],
@@ -274,7 +277,7 @@ def bench_kills(work: Path, trials: int, seed: int, theme: str) -> dict:
               f"{'ok' if rerun.returncode == 0 else 'FAILED'} in {duration:.0f}s, cleared {len(cleared)}, "
               f"removed {removed} temporaries, verify {len(problems)} problem(s)", flush=True)
     gc = sparkle(home, "gc").stdout
-    return {"trials": trials, "killed_mid_run": sum(r["killed"] for r in results),
+    return {"trials": len(results), "killed_mid_run": sum(r["killed"] for r in results),
             "reruns_completed": sum(r["rerun_ok"] for r in results),
             "dead_runs_cleared": sum(r["cleared_runs"] for r in results),
             "temporaries_removed": sum(r["temporaries_removed"] for r in results),

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,11 @@ def cmd_run(args) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
+    import dagster as dg
     from dagster._core.utils import make_new_run_id
+
+    # Dagster's notes on preview features the definitions use speak to their authors, not to users
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from .core.integrity import remove, stale_home_temporaries
     from .core.resources import ThemesResource, default_themes_dir
