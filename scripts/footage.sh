@@ -5,7 +5,7 @@
 # the system has none) and only that file is extracted. Nothing is installed system-wide.
 # Usage: scripts/footage.sh DEST      (idempotent; exit 0 with a note when it cannot be had)
 set -euo pipefail
-DEST=${1:?usage: scripts/footage.sh DEST}
+DEST=$(realpath -m "${1:?usage: scripts/footage.sh DEST}")  # absolute: the work happens elsewhere
 FILE=usr/share/doc/opencv-doc/examples/data/vtest.avi
 
 if [ -s "$DEST/vtest.avi" ]; then

@@ -140,8 +140,8 @@ def test_bundled_footage_is_had_without_root(shared_tmp, monkeypatch):
         pytest.skip("not a Debian-based system: no apt-get/dpkg-deb to fetch opencv-doc")
     tmp_path = shared_tmp
     dest = tmp_path / "footage"
-    step = subprocess.run(["runuser", "-u", "nobody", "--", str(REPO / "scripts" / "footage.sh"), str(dest)],
-                          capture_output=True, text=True, cwd="/", timeout=600)
+    step = subprocess.run(["runuser", "-u", "nobody", "--", str(REPO / "scripts" / "footage.sh"), "footage"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)  # relative, as setup.sh gives it
     assert step.returncode == 0, step.stderr
     if not (dest / "vtest.avi").is_file():
         pytest.skip(f"the Debian archive could not be reached: {step.stderr.strip()}")
