@@ -212,3 +212,30 @@ def test_a_home_broken_by_the_storage_race_is_repaired(tmp_path, monkeypatch):
     assert len(said) == 1 and "history/runs.db: schema versions" in said[0] and "5771160a95ad" in said[0]
     assert instance.get_runs() == []
     assert open_instance(home, say=said.append) and len(said) == 1  # repaired for good
+
+
+def test_the_dead_runs_sensor_clears_a_run_whose_process_is_gone(tmp_path):
+    """What the UI's daemon does every 30 s: a STARTED run holding the `gpu` slot with its process
+    gone is marked failed with the reason and its slot freed; a live run's is left alone."""
+    import socket
+
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from sparkle_assets.core.runs import TAG_HOST, TAG_PID
+    from sparkle_assets.definitions import dead_runs
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("gpu", 2)
+        for run_id, pid in (("dead-run", DEAD_PID), ("live-run", os.getpid())):
+            instance.add_run(DagsterRun(job_name="theme_independent", run_id=run_id, status=DagsterRunStatus.STARTED,
+                                        tags={TAG_PID: str(pid), TAG_HOST: socket.gethostname()}))
+            storage.claim_concurrency_slot("gpu", run_id, "foreground_masks")
+        result = dead_runs(dg.build_sensor_context(instance=instance))
+        assert "cleared run dead-run (theme_independent, STARTED, pid" in result.skip_message
+        assert "freed pool slot(s): gpu (foreground_masks)" in result.skip_message
+        assert instance.get_run_by_id("dead-run").status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id("live-run").status == DagsterRunStatus.STARTED
+        assert [s.run_id for s in storage.get_concurrency_info("gpu").claimed_slots] == ["live-run"]
+        assert dead_runs(dg.build_sensor_context(instance=instance)).skip_message == "no run with its process gone"
