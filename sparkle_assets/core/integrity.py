@@ -4,7 +4,7 @@ The artifacts a home *references* are those of every asset partition's latest ma
 the lineage database, and (transitively) their parents. `verify` checks that:
 
 - every referenced artifact with a payload in the store has a sidecar whose size and sha256 match
-  the payload (hashed in full) and the lineage row;
+  the payload (hashed in full, whatever a store lookup trusts) and the lineage row;
 - no lineage edge and no latest materialization points at an artifact the lineage does not have;
 - no artifact appears twice (in a table, in a materialization, or as two artifacts of one kind for
   one clip in one materialization);
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .lineage import Lineage
 from .runs import dead_runs, in_progress_runs, process_alive
-from .store import ArtifactStore, StoreError, stale_temporaries
+from .store import ArtifactStore, StoreError, file_sha256, stale_temporaries
 
 REFERENCED = """
 WITH RECURSIVE latest AS (
@@ -73,10 +73,7 @@ def verify_home(home: Path, instance=None) -> Verification:
             what = f"artifact {row['id']} ({row['kind']}, clip {row['clip_id']})"
             if uri not in verified:
                 checked["payloads hashed"] += 1
-                try:
-                    verified[uri] = store.lookup(*store.owner_of(uri))  # size and sha256, in full
-                except StoreError:
-                    verified[uri] = None
+                verified[uri] = _verified_in_full(store, uri)
             art = verified[uri]
             if art is None:
                 problems.append(f"{what}: references {uri}, which has no sidecar that verifies "
@@ -105,6 +102,21 @@ def verify_home(home: Path, instance=None) -> Verification:
             problems.append(f"run {run.run_id} ({run.job_name}) is {run.status.value} but its process ({proc}) is "
                             "gone: `sparkle run` or `sparkle gc` marks it failed and frees its pool slots")
     return Verification(problems, checked)
+
+
+def _verified_in_full(store: ArtifactStore, uri: str):
+    """The sidecar of the artifact whose payload is at `uri`, if the payload's size and sha256 (hashed
+    here in full, whatever a lookup would trust) match it; else None."""
+    try:
+        art = store.lookup(*store.owner_of(uri))
+        if art is None or art.uri is None:
+            return None
+        path = store.path_of(art)
+        if path.stat().st_size != art.bytes or file_sha256(path) != art.content_hash:
+            return None
+    except (OSError, StoreError):
+        return None
+    return art
 
 
 def _duplicates(db: Lineage) -> list[str]:
