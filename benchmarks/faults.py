@@ -287,13 +287,21 @@ def bench_kills(work: Path, trials: int, seed: int, theme: str) -> dict:
 
 # -- runs at once -------------------------------------------------------------------------------
 
-def current_artifacts(home: Path) -> dict[str, list[str]]:
+def current_artifacts(home: Path) -> dict[str, list[tuple]]:
+    """Per asset partition, its latest artifacts as (kind, clip, status, content sha256): ids are not
+    compared across homes, since an export's rows are keyed by its root, which is inside the home."""
     from sparkle_assets.core.lineage import Lineage
 
     db = Lineage(home / "lineage.duckdb")
-    rows = db.query("""SELECT asset_key, partition, artifact_ids FROM materialization
-                       QUALIFY row_number() OVER (PARTITION BY asset_key, partition ORDER BY created_at DESC) = 1""")
-    return {f"{r['asset_key']}[{r['partition']}]": sorted(r["artifact_ids"]) for r in rows}
+    rows = db.query("""WITH latest AS (SELECT asset_key, partition, artifact_ids FROM materialization
+                           QUALIFY row_number() OVER (PARTITION BY asset_key, partition ORDER BY created_at DESC) = 1)
+                       SELECT m.asset_key, m.partition, a.kind, a.clip_id, a.status, a.content_hash
+                       FROM latest m, unnest(m.artifact_ids) AS x(id) JOIN artifact a ON a.id = x.id ORDER BY ALL""")
+    out: dict[str, list[tuple]] = {}
+    for r in rows:
+        out.setdefault(f"{r['asset_key']}[{r['partition']}]", []).append(
+            (r["kind"], r["clip_id"], r["status"], r["content_hash"]))
+    return out
 
 
 def bench_concurrent(work: Path, n: int, seed: int, theme: str) -> dict:
@@ -324,7 +332,7 @@ def bench_concurrent(work: Path, n: int, seed: int, theme: str) -> dict:
     return {"runs": n, "completed": sum(p.returncode == 0 for p in procs), "single_ok": single.returncode == 0,
             "single_run_s": round(single_s, 1), "together_s": round(together_s, 1),
             "same_artifacts_as_one_run": current_artifacts(home) == current_artifacts(work / "single"),
-            "same_edges_as_one_run": edges(home) == edges(work / "single"),
+            "same_edges_as_one_run": edges(home) == edges(work / "single"), "edges": len(edges(home)),
             "every_run_same_artifacts": all(r["versions"] == 1 and r["runs"] == n for r in per_run),
             "duplicate_artifact_rows": dup, "dangling_edges": dangling, "verify_problems": verify(home),
             "alembic_errors": sum("alembic" in err for _, err in outs),
