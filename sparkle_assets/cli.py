@@ -1,7 +1,7 @@
-"""The `sparkle` command: run the main job, open the UI, query lineage.
+"""The `sparkle` command: run the main job, open the UI, query lineage, check and clean a home.
 
     sparkle run [--folder DIR]... [--csv FILE]... [--release DIR]... [--no-bundled] [--theme T]...
-                                                                  materialize the whole graph: theme
+                [--shared-only] [--verbose]                       materialize the whole graph: theme
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
                                                                   then every theme's assets
@@ -10,8 +10,11 @@
     sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
     sparkle lineage sources ARTIFACT                              every source behind it
     sparkle lineage sql "SELECT ..."                              any read-only query
+    sparkle verify                                                check the home holds together
+    sparkle gc [--delete]                                         list (remove) what no run needs
 
-Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle).
+Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle). The Dagster instance of a home
+is `<home>/dagster` (DAGSTER_HOME); `run`, `ui` and `gc` first clear runs whose process is gone.
 """
 
 from __future__ import annotations
@@ -19,19 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
+import warnings
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = None, releases=()) -> Path:
-    """Set the variables the definitions and dagster.yaml read; returns the project home."""
+    """Set the variables the definitions and Dagster read; returns the project home."""
+    from .core.runs import instance_dir
+
     home_path = Path(home or os.environ.get("SPARKLE_HOME", ".sparkle")).expanduser().resolve()
     os.environ["SPARKLE_HOME"] = str(home_path)
-    os.environ["SPARKLE_DAGSTER_DIR"] = str(home_path / "dagster")
-    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT))
+    os.environ["DAGSTER_HOME"] = str(instance_dir(home_path))
     if folders:
         os.environ["SPARKLE_SOURCE_FOLDERS"] = os.pathsep.join(str(Path(f).resolve()) for f in folders)
     if csvs:
@@ -40,7 +49,7 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
         os.environ["SPARKLE_SOURCE_RELEASES"] = os.pathsep.join(str(Path(r).resolve()) for r in releases)
     if bundled is not None:
         os.environ["SPARKLE_BUNDLED"] = "1" if bundled else "0"
-    (home_path / "dagster").mkdir(parents=True, exist_ok=True)
+    instance_dir(home_path).mkdir(parents=True, exist_ok=True)
     return home_path
 
 
@@ -48,6 +57,22 @@ def _lineage(home: Path):
     from .core.lineage import Lineage
 
     return Lineage(home / "lineage.duckdb")
+
+
+def open_home(home: Path, by: str, clear: bool = True):
+    """The home's Dagster instance (created or repaired under a lock), after clearing runs whose
+    process is gone (`clear`); None (with the reason printed) when the storage cannot be used."""
+    from .core.runs import InstanceError, clear_dead_runs, open_instance
+
+    try:
+        instance = open_instance(home)
+    except InstanceError as exc:
+        print(f"{by}: {exc}", file=sys.stderr)
+        return None
+    if clear:
+        for cleared in clear_dead_runs(instance, by=by):
+            print(f"cleared dead {cleared}")
+    return instance
 
 
 def cmd_run(args) -> int:
@@ -58,28 +83,46 @@ def cmd_run(args) -> int:
         return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
     import dagster as dg
+    from dagster._core.utils import make_new_run_id
 
-    from .definitions import defs
+    # Dagster's notes on preview features the definitions use speak to their authors, not to users
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+    from .core.integrity import remove, stale_home_temporaries
     from .core.resources import ThemesResource, default_themes_dir
+    from .core.runs import QUIET_CONSOLE, RunConsole, live_runs, process_tags, wait_without_spinning
     from .core.themes import register_themes
+    from .definitions import defs
 
     started = time.monotonic()
-    instance = dg.DagsterInstance.get()
+    instance = open_home(home, "sparkle run")
+    if instance is None:
+        return 2
+    stale = stale_home_temporaries(home, any_live_run=bool(live_runs(instance)))
+    if stale:
+        size = sum(p.stat().st_size for p in stale if p.exists())
+        print(f"removed {remove(stale)} temporary file(s) ({size / 1e6:.1f} MB) left by killed runs")
+    wait_without_spinning()
     themes = ThemesResource(directory=default_themes_dir())
     added, errors = register_themes(instance, themes)
     for message in errors.values():
         print(f"skipping invalid theme file: {message}", file=sys.stderr)
-    wanted = args.theme or sorted(themes.load()[0])
+    wanted = [] if args.shared_only else args.theme or sorted(themes.load()[0])
     unknown = sorted(set(wanted) - set(instance.get_dynamic_partitions("theme")))
     if unknown:
         print(f"no valid taxonomy file for theme(s) {', '.join(unknown)} in {themes.directory}", file=sys.stderr)
         return 2
-    runs = [defs.resolve_job_def("theme_independent").execute_in_process(instance=instance, raise_on_error=False)]
-    if runs[0].success:
-        for theme in wanted:
-            runs.append(defs.resolve_job_def("theme_assets").execute_in_process(
-                instance=instance, partition_key=theme, raise_on_error=False))
-    ok = all(r.success for r in runs)
+    runs = []
+    for job, theme in [("theme_independent", None)] + [("theme_assets", t) for t in wanted]:
+        run_id = make_new_run_id()
+        print(f"{job}{f'[{theme}]' if theme else ''}: run {run_id}", flush=True)
+        with RunConsole(instance, run_id, job, say=lambda line: print(line, flush=True), by="sparkle run"):
+            runs.append(defs.resolve_job_def(job).execute_in_process(
+                instance=instance, partition_key=theme, run_id=run_id, tags=process_tags(),
+                run_config=None if args.verbose else QUIET_CONSOLE, raise_on_error=False))
+        if not runs[-1].success and theme is None:
+            break
+    ok = all(r.success for r in runs) and len(runs) == 1 + len(wanted)
     elapsed = time.monotonic() - started
     print(f"\nsparkle run {'succeeded' if ok else 'FAILED'} in {elapsed:.1f}s "
           f"({len(runs)} runs; themes: {', '.join(wanted) or 'none'}{'; newly registered: ' + ', '.join(added) if added else ''})")
@@ -113,6 +156,8 @@ def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
     print(f"\nclips: {count('source_clips', 'source_clip')} ingested "
           f"({len(db.query('FROM quarantine'))} quarantined), {count('static_clips', 'static_clip')} fixed-camera, "
           f"{count('foreground_masks', 'foreground_mask')} with a usable mask")
+    if not themes:
+        return
     print(f"\n  {'theme':<10}" + "".join(f"{short:>9}" for _, _, short in THEME_STAGES) + "   dataset")
     for theme in themes:
         cells = "".join(f"{count(asset, kind, theme):>9}" for asset, kind, _ in THEME_STAGES)
@@ -121,17 +166,95 @@ def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
         print(f"  {theme:<10}{cells}   {where}")
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port (bound the way uvicorn binds)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _dagster_dev_signals() -> None:  # in the child, before exec
+    # A shell starts background jobs with SIGINT ignored, and `dagster dev` copies that onto SIGTERM:
+    # it would then ignore both. Default handling lets it shut down its webserver and daemon.
+    from .core.executor import die_with_parent
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(signal.SIGTERM)  # and it stops if `sparkle ui` itself is killed
+
+
 def cmd_ui(args) -> int:
-    configure_env(args.home)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-           "-h", "127.0.0.1", "-p", str(args.port)]
-    os.chdir(REPO_ROOT)
-    os.execv(sys.executable, cmd)
+    """`dagster dev` on 127.0.0.1, supervised: a taken port fails at once, SIGTERM/SIGINT/SIGHUP stop
+    every process it started (terminal or not) within seconds."""
+    home = configure_env(args.home)
+    host, port = "127.0.0.1", args.port
+    if not port_free(host, port):
+        print(f"sparkle ui: port {port} on {host} is already in use (another `sparkle ui` or Dagster?); "
+              f"choose another with `sparkle ui --port {port + 1}`", file=sys.stderr)
+        return 2
+    if open_home(home, "sparkle ui") is None:
+        return 2
+    from .core.runs import instance_dir
+
+    stop: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: stop.append(signum))
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)]
+    # cwd: the instance folder, so a dagster.yaml in the caller's directory is not read
+    dev = subprocess.Popen(cmd, cwd=instance_dir(home), preexec_fn=_dagster_dev_signals, start_new_session=True)
+    print(f"sparkle ui: dagster dev (pid {dev.pid}) starting for {home}", flush=True)
+    url, ready, deadline = f"http://{host}:{port}", False, time.monotonic() + args.start_timeout
+    while dev.poll() is None and not stop:
+        if not ready:
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+                    ready = response.status == 200
+            except OSError:
+                pass
+            if ready:
+                print(f"sparkle ui: serving on {url} (Ctrl-C or SIGTERM stops it)", flush=True)
+            elif time.monotonic() > deadline:
+                print(f"sparkle ui: the UI did not answer on {url} within {args.start_timeout:.0f}s; stopping",
+                      file=sys.stderr, flush=True)
+                stop.append(0)
+                break
+        time.sleep(0.5)
+    return _stop_group(dev, stop)
+
+
+def _stop_group(dev: subprocess.Popen, stop: list[int]) -> int:
+    """Ask `dagster dev` and its children to stop, give them 5 s (its own shutdown waits on its
+    children for far longer), then kill whatever is left of the group."""
+    if dev.poll() is None:
+        try:
+            os.killpg(dev.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            dev.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(dev.pid, signal.SIGKILL)  # the webserver, daemon, code servers and run workers
+    except (ProcessLookupError, PermissionError):
+        pass
+    rc = dev.wait()
+    if stop:
+        print(f"sparkle ui: stopped ({signal.Signals(stop[0]).name if stop[0] else 'not ready'})", flush=True)
+        return 0 if stop[0] else 1
+    return rc
 
 
 def cmd_env(args) -> int:
-    configure_env(args.home)
-    for name in ("SPARKLE_HOME", "SPARKLE_DAGSTER_DIR", "DAGSTER_HOME"):
+    from .core.runs import write_instance_yaml
+
+    home = configure_env(args.home)
+    write_instance_yaml(home)
+    for name in ("SPARKLE_HOME", "DAGSTER_HOME"):
         print(f"export {name}={os.environ[name]}")
     return 0
 
@@ -154,8 +277,58 @@ def cmd_lineage(args) -> int:
         return 2
     for row in rows:
         print(json.dumps(row, default=str))
-    if args.what != "sql":
-        print(f"{len(rows)} artifact(s)", file=sys.stderr)
+    noun = "row" if args.what == "sql" else "artifact"
+    print(f"{len(rows)} {noun}{'' if len(rows) == 1 else 's'}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .core.integrity import verify_home
+
+    home = configure_env(args.home)
+    instance = open_home(home, "sparkle verify", clear=False)
+    if instance is None:
+        return 2
+    result = verify_home(home, instance)
+    for problem in result.problems:
+        print(problem)
+    checked = ", ".join(f"{n} {what}" for what, n in result.checked.items())
+    print(f"sparkle verify: {len(result.problems)} problem(s) in {home} (checked {checked})")
+    return 1 if result.problems else 0
+
+
+def cmd_gc(args) -> int:
+    from .core.integrity import garbage, remove
+    from .core.runs import live_runs
+
+    home = configure_env(args.home)
+    instance = open_home(home, "sparkle gc")
+    if instance is None:
+        return 2
+    live = live_runs(instance)
+    found = garbage(home, any_live_run=bool(live))
+    if found.temporaries:
+        size = found.size(found.temporaries)
+        print(f"removed {remove(found.temporaries)} temporary file(s) ({size / 1e6:.1f} MB) left by killed runs")
+    for title, group in (("orphans (committed to the store, missing from the lineage)", found.orphans),
+                         ("uncommitted payloads (no sidecar)", found.uncommitted),
+                         ("used only by older materializations", found.unreferenced)):
+        if group:
+            paths = [p for ps in group.values() for p in ps]
+            print(f"{title}: {len(group)} artifact(s), {len(paths)} file(s), {found.size(paths) / 1e6:.1f} MB")
+            for path in paths:
+                print(f"  {path}")
+    files = found.store_files
+    if not files:
+        print("sparkle gc: nothing in the store is unreferenced")
+    elif not args.delete:
+        print(f"sparkle gc: {len(files)} store file(s) no latest materialization references; "
+              "`sparkle gc --delete` removes them")
+    elif live:
+        print(f"sparkle gc: not removing store files while run(s) {', '.join(live)} are in progress", file=sys.stderr)
+        return 1
+    else:
+        print(f"sparkle gc: removed {remove(files)} store file(s)")
     return 0
 
 
@@ -171,15 +344,23 @@ def main(argv: list[str] | None = None) -> int:
                      help="a Sparkle release folder (prompts/{theme}_train.csv ...) as a source (repeatable)")
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
     run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
+    run.add_argument("--shared-only", action="store_true",
+                     help="only the theme-independent assets (ingest, fixed-camera filter, masks, clean backgrounds)")
+    run.add_argument("--verbose", action="store_true", help="print Dagster's own log instead of one line per step")
     run.set_defaults(fn=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the UI to answer")
     ui.set_defaults(fn=cmd_ui)
     sub.add_parser("env", help="print export lines for plain dagster commands").set_defaults(fn=cmd_env)
     lin = sub.add_parser("lineage", help="query the lineage database")
     lin.add_argument("what", choices=["derived", "sources", "sql"])
     lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
     lin.set_defaults(fn=cmd_lineage)
+    sub.add_parser("verify", help="check that the home holds together (store, lineage, runs)").set_defaults(fn=cmd_verify)
+    gc = sub.add_parser("gc", help="list store files no current materialization references (remove with --delete)")
+    gc.add_argument("--delete", action="store_true", help="remove them (refused while a run is in progress)")
+    gc.set_defaults(fn=cmd_gc)
     args = parser.parse_args(argv)
     return args.fn(args)
 

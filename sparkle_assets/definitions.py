@@ -3,7 +3,8 @@
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
 per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition) and
 `refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
-runs for every theme partition.
+runs for every theme partition. Sensors: `theme_taxonomy` (a partition per theme file) and
+`dead_runs` (runs whose process is gone marked failed, their pool slots freed).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .core.resources import default_resources
+from .core.runs import clear_dead_runs
 from .core.themes import invalid_partitions, theme_name_problem, theme_partitions, theme_taxonomy
 from .stages.per_clip.clean_backgrounds import clean_backgrounds
 from .stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
@@ -62,6 +64,14 @@ def nightly_refilter(context: dg.ScheduleEvaluationContext):
     return [dg.RunRequest(run_key=f"refilter-{theme}-{date}", partition_key=theme) for theme in sorted(themes)]
 
 
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Runs whose process is gone (killed, out of memory) stay STARTED and keep their pool "
+                       "slots: marks them failed with the reason and frees the slots, while the UI is up.")
+def dead_runs(context: dg.SensorEvaluationContext):
+    cleared = clear_dead_runs(context.instance, by="the dead_runs sensor")
+    return dg.SkipReason("; ".join(f"cleared {c}" for c in cleared) or "no run with its process gone")
+
+
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=CHECKS,
                       jobs=[theme_independent, theme_assets, sparkle_main, refilter], schedules=[nightly_refilter],
-                      sensors=[theme_taxonomy], resources=default_resources())
+                      sensors=[theme_taxonomy, dead_runs], resources=default_resources())

@@ -3,7 +3,6 @@ the shared real footage (tests that need it skip cleanly when ../shared is absen
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ def home(tmp_path, monkeypatch) -> Path:
     """An isolated project home, with the environment the definitions read pointed at it."""
     h = tmp_path / "home"
     monkeypatch.setenv("SPARKLE_HOME", str(h))
-    monkeypatch.setenv("SPARKLE_DAGSTER_DIR", str(h / "dagster"))
+    monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
     monkeypatch.setenv("SPARKLE_BUNDLED", "0")
     monkeypatch.setenv("SPARKLE_EXECUTOR", "in_process")
     return h
@@ -70,6 +69,13 @@ def demo_dir() -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def _dagster_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("dagster_home")
+
+
 @pytest.fixture(autouse=True)
-def _quiet_env(monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", os.environ.get("DAGSTER_HOME", str(REPO)))
+def _quiet_env(monkeypatch, _dagster_home):
+    """Tests never touch a real Dagster instance (not the user's, nor ./.sparkle/dagster, where the
+    repository's dagster.yaml keeps plain `dagster dev`'s history)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(_dagster_home))

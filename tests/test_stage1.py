@@ -1,5 +1,6 @@
 """Stage 1 through Dagster: source_clips and static_clips on tiny clips with a real instance."""
 
+import os
 import re
 import subprocess
 import sys
@@ -114,9 +115,8 @@ def test_sparkle_demo_csv_is_ingested_with_prompts(home, demo_dir):
     assert len(kept_clips(lineage)) == 8
 
 
-def test_definitions_validate():
-    env = {"SPARKLE_HOME": "/tmp/sparkle-validate", "SPARKLE_DAGSTER_DIR": "/tmp/sparkle-validate/dagster",
-           "DAGSTER_HOME": str(REPO), "PATH": "/usr/bin:/bin"}
+def test_definitions_validate(tmp_path):
+    env = {"SPARKLE_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                           cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -129,7 +129,7 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     home = tmp_path / "cli-home"
     cmd = [sys.executable, "-m", "sparkle_assets.cli", "--home", str(home), "run", "--no-bundled",
            "--folder", str(video_folder)]
-    env = {"PATH": "/usr/bin:/bin", "SPARKLE_EXECUTOR": "in_process"}
+    env = {"PATH": "/usr/bin:/bin", "SPARKLE_EXECUTOR": "in_process", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "sparkle run succeeded" in first.stdout and "quarantined=3" in first.stdout
@@ -143,7 +143,6 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     assert "reused=" in second.stdout and "computed=0" in second.stdout
     assert not re.search(r"computed=[1-9]", second.stdout), second.stdout
     runs = subprocess.run([sys.executable, "-m", "dagster", "run", "list"], capture_output=True, text=True,
-                          env={**env, "DAGSTER_HOME": str(REPO), "SPARKLE_HOME": str(home),
-                               "SPARKLE_DAGSTER_DIR": str(home / "dagster")}, cwd=REPO)
+                          env={**env, "DAGSTER_HOME": str(home / "dagster"), "SPARKLE_HOME": str(home)}, cwd=REPO)
     assert runs.stdout.count("theme_independent") >= 2, runs.stdout[-2000:] + runs.stderr[-2000:]
     assert runs.stdout.count("theme_assets") >= 8

