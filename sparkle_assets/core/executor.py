@@ -1,8 +1,9 @@
 """How a step maps its per-clip function over the clips of a partition.
 
 One small interface, `ClipExecutor.map(fn, items, timeout=None) -> [Outcome]`, with an in-process
-implementation and a pool of worker processes. The function must be a module-level callable and the
-items picklable, so that a distributed engine (Ray) is one more implementation that no stage notices.
+implementation, a pool of worker processes, and Ray (`core.ray_executor`, the same interface over a
+cluster). The function must be a module-level callable and the items picklable, so no stage notices
+which one runs it.
 A failing item never raises out of `map`: its Outcome carries the error. Every Outcome also carries
 the `Cost` of computing it (wall and CPU seconds, peak memory of the worker, GPU time and memory
 where torch used a GPU), measured where it ran.
@@ -119,6 +120,10 @@ class ClipExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], timeout: float | None = None) -> list[Outcome[R]]:
         raise NotImplementedError
+
+    def for_pool(self, pool: str | None) -> ClipExecutor:
+        """The executor for a stage in this Dagster concurrency pool (Ray asks for GPUs for `gpu`)."""
+        return self
 
 
 class InProcessExecutor(ClipExecutor):
@@ -243,9 +248,19 @@ def shutdown_pools() -> None:
     ProcessPoolExecutor._pools.clear()
 
 
-def make_executor(kind: str, workers: int = 2, threads: int = 1) -> ClipExecutor:
+def make_executor(kind: str, workers: int = 2, threads: int = 1, ray_address: str | None = None,
+                  ray_cpus: float = 1.0, ray_gpus: float = 0.0) -> ClipExecutor:
+    """`in_process`, `process_pool` (`workers` processes, `threads` each) or `ray` (core.ray_executor:
+    the cluster at `ray_address`, else a local one with `workers` CPUs; `ray_cpus` per clip, and
+    `ray_gpus` per clip of a model stage)."""
     if kind == "in_process":
         return InProcessExecutor()
     if kind == "process_pool":
         return ProcessPoolExecutor(workers, threads)
-    raise ValueError(f"unknown executor {kind!r}: use 'in_process' or 'process_pool'")
+    if kind == "ray":
+        from .ray_executor import RayExecutor, RayRequest
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return RayExecutor(ray_address, RayRequest(cpus=ray_cpus), local_cpus=workers, gpus_for_models=ray_gpus)
+    raise ValueError(f"unknown executor {kind!r}: use 'in_process', 'process_pool' or 'ray'")
