@@ -11,7 +11,8 @@
     sparkle lineage sources ARTIFACT                              every source behind it
     sparkle lineage sql "SELECT ..."                              any read-only query
 
-Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle).
+Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle) and --storage (Dagster's run
+storage: sqlite, or postgres on the server named by PGHOST/PGUSER/PGDATABASE/PGPASSWORD).
 """
 
 from __future__ import annotations
@@ -41,7 +42,41 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
     if bundled is not None:
         os.environ["SPARKLE_BUNDLED"] = "1" if bundled else "0"
     (home_path / "dagster").mkdir(parents=True, exist_ok=True)
+    configure_storage(home_path, os.environ.get("SPARKLE_DAGSTER_STORAGE", "sqlite"))
     return home_path
+
+
+class SettingsError(ValueError):
+    """A setting the command cannot work with (one line, for the user)."""
+
+
+def configure_storage(home: Path, storage: str) -> None:
+    """Where Dagster keeps runs, events and schedule ticks. `sqlite` (default): the project's
+    dagster.yaml as it is. `postgres`: the same instance config with deploy/dagster-postgres.yaml's
+    storage block, written to <home>/dagster/postgres/dagster.yaml, and DAGSTER_HOME pointed there
+    (dagster.yaml cannot choose its storage from a variable). The server comes from PGHOST, PGPORT
+    (default 5432), PGUSER, PGDATABASE; the password from PGPASSWORD, read by Dagster, never written."""
+    if storage == "sqlite":
+        return
+    if storage != "postgres":
+        raise SettingsError(f"SPARKLE_DAGSTER_STORAGE must be 'sqlite' or 'postgres', got {storage!r}")
+    missing = [v for v in ("PGHOST", "PGUSER", "PGDATABASE") if not os.environ.get(v)]
+    if missing:
+        raise SettingsError(f"PostgreSQL storage needs {', '.join(missing)} (and PGPASSWORD unless the server "
+                            "trusts this host; PGPORT defaults to 5432)")
+    os.environ.setdefault("PGPORT", "5432")
+    os.environ.setdefault("PGPASSWORD", "")
+    import yaml
+
+    from .core.store import atomic_write_bytes
+
+    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    config["storage"] = yaml.safe_load((REPO_ROOT / "deploy" / "dagster-postgres.yaml").read_text())["storage"]
+    instance_dir = home / "dagster" / "postgres"
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    text = "# written by `sparkle` from dagster.yaml and deploy/dagster-postgres.yaml: edit those\n"
+    atomic_write_bytes(instance_dir / "dagster.yaml", (text + yaml.safe_dump(config, sort_keys=False)).encode())
+    os.environ["DAGSTER_HOME"] = str(instance_dir)
 
 
 def _lineage(home: Path):
@@ -131,7 +166,9 @@ def cmd_ui(args) -> int:
 
 def cmd_env(args) -> int:
     configure_env(args.home)
-    for name in ("SPARKLE_HOME", "SPARKLE_DAGSTER_DIR", "DAGSTER_HOME"):
+    for name in ("SPARKLE_HOME", "SPARKLE_DAGSTER_DIR", "DAGSTER_HOME", "SPARKLE_DAGSTER_STORAGE"):
+        if name not in os.environ:
+            continue
         print(f"export {name}={os.environ[name]}")
     return 0
 
@@ -163,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sparkle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="project home (default $SPARKLE_HOME or ./.sparkle)")
+    parser.add_argument("--storage", choices=["sqlite", "postgres"],
+                        help="Dagster run/event/schedule storage (default $SPARKLE_DAGSTER_STORAGE or sqlite; "
+                             "postgres: the server named by PGHOST, PGUSER, PGDATABASE, PGPASSWORD)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole asset graph")
     run.add_argument("--folder", action="append", default=[], help="a folder of source videos (repeatable)")
@@ -181,7 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
     lin.set_defaults(fn=cmd_lineage)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    if args.storage:
+        os.environ["SPARKLE_DAGSTER_STORAGE"] = args.storage
+    try:
+        return args.fn(args)
+    except SettingsError as exc:
+        print(f"sparkle: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -73,3 +73,16 @@ def demo_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_env(monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", os.environ.get("DAGSTER_HOME", str(REPO)))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server on 127.0.0.1 for the session (tests/pg_server.py); each test
+    makes its own database with `pg_server.create_database(name)`."""
+    import pg_server as pg
+
+    reason = pg.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with pg.throwaway_server() as server:
+        yield server
