@@ -7,7 +7,9 @@
                                                                   then every theme's assets
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
-    sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
+    sparkle lineage [dataset] [--at TIME]                         the exported dataset's rows and their clips
+                                                                  (now, or at TIME)
+    sparkle lineage derived CLIP_OR_ARTIFACT [--at TIME]          everything derived from it
     sparkle lineage sources ARTIFACT                              every source behind it
     sparkle lineage sql "SELECT ..."                              any read-only query
 
@@ -80,9 +82,12 @@ def configure_storage(home: Path, storage: str) -> None:
 
 
 def _lineage(home: Path):
-    from .core.lineage import Lineage
+    from .core.lineage import open_lineage
 
-    return Lineage(home / "lineage.duckdb")
+    try:
+        return open_lineage(home)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def cmd_run(args) -> int:
@@ -173,26 +178,47 @@ def cmd_env(args) -> int:
     return 0
 
 
+def parse_time(text: str):
+    """An ISO 8601 time (`2026-11-25T03:00`, `2026-11-25 03:00:00+01:00`); without a zone, local time."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SettingsError(f"--at: {text!r} is not an ISO 8601 time such as 2026-11-25T03:00") from None
+    return when if when.tzinfo else when.astimezone()
+
+
 def cmd_lineage(args) -> int:
     home = configure_env(args.home)
     db = _lineage(home)
-    if not db.db_path.exists():
-        print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
+    if not db.exists():
+        print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    if args.what != "dataset" and not args.ref:
+        print(f"sparkle lineage {args.what} needs a clip id, artifact id or query", file=sys.stderr)
         return 2
     from .core.lineage import LineageQueryError
 
+    at = parse_time(args.at) if args.at else None
     try:
-        if args.what == "sql":
-            rows = db.console_query(args.ref)
+        if args.what == "dataset":
+            rows = db.dataset(at)  # the local backend answers this one from the materialization history
         else:
-            rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
+            if at is not None:
+                db = db.snapshot(at)
+            if args.what == "sql":
+                rows = db.console_query(args.ref)
+            else:
+                rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
     except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
     for row in rows:
         print(json.dumps(row, default=str))
     if args.what != "sql":
-        print(f"{len(rows)} artifact(s)", file=sys.stderr)
+        print(f"{len(rows)} {'dataset row' if args.what == 'dataset' else 'artifact'}(s)"
+              + (f" at {at.isoformat()}" if at else ""), file=sys.stderr)
     return 0
 
 
@@ -217,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(fn=cmd_ui)
     sub.add_parser("env", help="print export lines for plain dagster commands").set_defaults(fn=cmd_env)
     lin = sub.add_parser("lineage", help="query the lineage database")
-    lin.add_argument("what", choices=["derived", "sources", "sql"])
-    lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.add_argument("what", nargs="?", default="dataset", choices=["dataset", "derived", "sources", "sql"],
+                     help="dataset (default): the exported dataset's rows and the clips they came from")
+    lin.add_argument("ref", nargs="?", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.add_argument("--at", help="as it was at this time (ISO 8601; local time unless a zone is given)")
     lin.set_defaults(fn=cmd_lineage)
     args = parser.parse_args(argv)
     if args.storage:

@@ -35,7 +35,7 @@ from sparkle_model.vlm import endpoint_settings
 
 from .config import ConfigError
 from .executor import ClipExecutor, make_executor
-from .lineage import Lineage
+from .lineage import Lineage, open_lineage
 from .sources import SourceItem, discover
 from .store import ArtifactStore, contained
 
@@ -61,12 +61,13 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
 
 class LineageResource(dg.ConfigurableResource):
-    """The DuckDB lineage database `<home>/lineage.duckdb`."""
+    """The lineage of the home: the DuckDB file `<home>/lineage.duckdb`, or a DuckLake with
+    `SPARKLE_LINEAGE=ducklake` (core.lineage.open_lineage; environment only)."""
 
     home: str
 
     def lineage(self) -> Lineage:
-        return Lineage(Path(self.home) / "lineage.duckdb")
+        return open_lineage(self.home)
 
 
 class SourcesResource(dg.ConfigurableResource):

@@ -134,5 +134,5 @@ class Stage:
         db.write(batch)
         context.log.info(f"{self.name}[{part or '-'}]: {summary}")
         return dg.MaterializeResult(
-            metadata={**metadata, "lineage_db": dg.MetadataValue.path(str(db.db_path))},
+            metadata={**metadata, "lineage_db": dg.MetadataValue.text(db.where)},
             data_version=dg.DataVersion(version))
