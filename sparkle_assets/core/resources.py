@@ -11,6 +11,8 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
   ``SPARKLE_RAY_GPUS`` per clip of a model stage (default 1 when ``SPARKLE_DEVICE`` is CUDA, else 0);
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
   ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
+- ``SPARKLE_LINEAGE`` (``duckdb``, default, or ``ducklake``), ``SPARKLE_LINEAGE_CATALOG``,
+  ``SPARKLE_LINEAGE_DATA`` (core.lineage.open_lineage; environment only);
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
 - ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
   ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
