@@ -165,27 +165,15 @@ def test_four_writers_at_once_and_sparkle_lineage_answers_alike_now_and_at_a_pas
 
 
 def test_a_dagster_run_records_the_same_lineage_on_ducklake(lake_env, tmp_path, monkeypatch):
-    import dagster as dg
+    from tiny_runs import theme_independent_run
 
-    from sparkle_assets.core.resources import default_resources
-    from sparkle_assets.definitions import THEME_INDEPENDENT
-    from test_theme_assets import SMALL, make_subject_clip
-
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    make_subject_clip(folder / "a.mp4", seed=1)
-    make_subject_clip(folder / "b.mp4", seed=2)
-    monkeypatch.setenv("SPARKLE_SOURCE_FOLDERS", str(folder))
-    monkeypatch.setenv("SPARKLE_BUNDLED", "0")
     rows, answers = {}, {}
     for name, env in {"duckdb": {"SPARKLE_LINEAGE": "duckdb"}, "ducklake": lake_env}.items():
-        home = tmp_path / name
-        env = {**env, "SPARKLE_HOME": str(home), "SPARKLE_EXECUTOR": "in_process"}
+        env = {**env, "SPARKLE_HOME": str(tmp_path / name), "SPARKLE_EXECUTOR": "in_process"}
+        home = theme_independent_run(tmp_path / "videos", tmp_path / name, env, monkeypatch)
         with monkeypatch.context() as m:
             for k, v in env.items():
                 m.setenv(k, v)
-            assert dg.materialize(THEME_INDEPENDENT, resources=default_resources(), run_config=SMALL,
-                                  instance=dg.DagsterInstance.ephemeral()).success
             db = open_lineage(home)
             rows[name] = db.query("SELECT kind, id, status, reason, clip_id FROM artifact ORDER BY ALL")
             mask = db.query("SELECT id FROM artifact WHERE kind = 'foreground_mask' ORDER BY id LIMIT 1")[0]["id"]

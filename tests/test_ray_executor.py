@@ -123,27 +123,12 @@ def test_the_graph_gives_the_same_artifact_ids_on_ray_and_in_process(cluster, tm
     """The theme-independent assets on tiny clips (CPU stages on Ray tasks, the mask stage on actors),
     once per executor, each in its own home: content addressing holds across executors.
     (benchmarks/ray_overhead.py does the whole graph, Ray against the process pool.)"""
-    import dagster as dg
-
     from sparkle_assets.core.lineage import Lineage
-    from sparkle_assets.core.resources import default_resources
-    from sparkle_assets.definitions import THEME_INDEPENDENT
-    from test_theme_assets import SMALL, make_subject_clip
+    from tiny_runs import theme_independent_run
 
-    folder = tmp_path / "videos"
-    folder.mkdir()
-    make_subject_clip(folder / "a.mp4", seed=1)
-    make_subject_clip(folder / "b.mp4", seed=2)
-    monkeypatch.setenv("SPARKLE_SOURCE_FOLDERS", str(folder))
-    monkeypatch.setenv("SPARKLE_BUNDLED", "0")
     ids = {}
     for kind in ("in_process", "ray"):
-        home = tmp_path / kind
-        monkeypatch.setenv("SPARKLE_HOME", str(home))
-        monkeypatch.setenv("SPARKLE_EXECUTOR", kind)
-        result = dg.materialize(THEME_INDEPENDENT, resources=default_resources(), run_config=SMALL,
-                                instance=dg.DagsterInstance.ephemeral())
-        assert result.success
+        home = theme_independent_run(tmp_path / "videos", tmp_path / kind, {"SPARKLE_EXECUTOR": kind}, monkeypatch)
         rows = Lineage(home / "lineage.duckdb").query("SELECT kind, id, status, reason FROM artifact ORDER BY ALL")
         ids[kind] = [tuple(r.values()) for r in rows]
     kinds = {row[0] for row in ids["ray"]}

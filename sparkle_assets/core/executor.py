@@ -224,6 +224,7 @@ class ProcessPoolExecutor(ClipExecutor):
                         except (EOFError, OSError):
                             pass
                     if w.conn in ready or w.process.sentinel in ready:
+                        w.process.join(5)  # the pipe can close before the process is reaped
                         code = w.process.exitcode
                         results[w.task] = Outcome(error=f"worker died (exit code {code}): killed for memory, "
                                                         "or a crash in native code")
