@@ -31,6 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 
+from .config import ConfigError
 from .executor import ClipExecutor, Outcome, measured
 
 GPU_POOL = "gpu"  # the Dagster concurrency pool of the stages that load a model
@@ -74,12 +75,8 @@ class _ClipActor:
         return _run_clip(fn, item, self.threads)
 
 
-_started_local = False
-
-
 def connect(address: str | None, local_cpus: int) -> None:
     """Join the cluster at `address`, or start a local one on 127.0.0.1 (once per process)."""
-    global _started_local
     if not address:
         # before `import ray`: a single-node cluster on the loopback interface only
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -95,21 +92,19 @@ def connect(address: str | None, local_cpus: int) -> None:
     else:
         ray.init(address="local", num_cpus=local_cpus, include_dashboard=False,
                  object_store_memory=LOCAL_OBJECT_STORE_BYTES, logging_level="warning")
-        _started_local = True
 
 
 @atexit.register
 def disconnect() -> None:
     """Leave the cluster (and stop the local one this process started)."""
-    global _started_local
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
-    _started_local = False
 
 
 def slots(request: RayRequest) -> int:
-    """How many clips of this request the cluster's alive nodes can run at once; ValueError when none."""
+    """How many clips of this request the cluster's alive nodes can run at once; ConfigError (the
+    step fails with this one line) when none can."""
     import ray
 
     total = 0
@@ -122,7 +117,7 @@ def slots(request: RayRequest) -> int:
             fits.append(have.get("GPU", 0.0) / request.gpus)
         total += int(min(fits) + 1e-9)
     if total < 1:
-        raise ValueError(f"no node of the Ray cluster can run a clip needing {request.cpus:g} CPU and "
+        raise ConfigError(f"no node of the Ray cluster can run a clip needing {request.cpus:g} CPU and "
                          f"{request.gpus:g} GPU (cluster: {ray.cluster_resources()}); lower "
                          "SPARKLE_RAY_CPUS / SPARKLE_RAY_GPUS or add such nodes")
     return total
