@@ -123,10 +123,11 @@ def cmd_run(args) -> int:
     elapsed = time.monotonic() - started
     print(f"\nsparkle run {'succeeded' if ok else 'FAILED'} in {elapsed:.1f}s "
           f"({len(runs)} runs; themes: {', '.join(wanted) or 'none'}{'; newly registered: ' + ', '.join(added) if added else ''})")
-    print_tables(_lineage(home), wanted, [r.run_id for r in runs])
+    db = _lineage(home)
+    print_tables(db, wanted, [r.run_id for r in runs])
     print(f"\nOutputs (artifact store): {home / 'store'}")
     print(f"Contact sheets:           {home / 'contact_sheets'}/<theme>/<asset>.png")
-    print(f"Lineage database:         {home / 'lineage.duckdb'}   (try: sparkle lineage sql \"FROM quarantine\")")
+    print(f"Lineage database:         {db.where}   (try: sparkle lineage sql \"FROM quarantine\")")
     print("Open the UI:              sparkle ui    (then http://127.0.0.1:3000)")
     return 0 if ok else 1
 
