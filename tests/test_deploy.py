@@ -149,7 +149,7 @@ def test_pods_volumes_and_claims_are_valid_kubernetes_objects(values, raycluster
 def test_the_pieces_agree(values, raycluster):
     """One image, one Ray (the pinned version), the address of the cluster's head service, the same
     code location module as pyproject, and the `gpu` pool sized to the cluster's GPUs."""
-    import ray
+    from importlib.metadata import version  # not `import ray`: its local-cluster settings come later
 
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     env = {e["name"]: e.get("value") for e in deployment["env"]}
@@ -157,7 +157,7 @@ def test_the_pieces_agree(values, raycluster):
     spec = raycluster["spec"]
     templates = [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]
     assert {c["image"] for t in templates for c in t["spec"]["containers"]} == {image}
-    assert spec["rayVersion"] == ray.__version__
+    assert spec["rayVersion"] == version("ray")
     assert env["SPARKLE_RAY_ADDRESS"] == f"ray://{raycluster['metadata']['name']}-head-svc:10001"
     module = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]["module_name"]
     assert deployment["dagsterApiGrpcArgs"] == ["-m", module]

@@ -78,8 +78,12 @@ class _ClipActor:
 def connect(address: str | None, local_cpus: int) -> None:
     """Join the cluster at `address`, or start a local one on 127.0.0.1 (once per process)."""
     if not address:
-        # before `import ray`: a single-node cluster on the loopback interface only
+        # a single-node cluster on the loopback interface only; Ray reads this when it is imported
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if "ray" in sys.modules:
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False  # imported earlier: the same setting, read at start
     import ray
 
     if ray.is_initialized():
