@@ -69,22 +69,25 @@ def theme_batches(theme: str, run: str, keep: list[str]) -> list[LineageBatch]:
     return steps
 
 
-def _write_theme(env: dict, theme: str, run: str, keep: list[str], barrier) -> None:
+def _write_theme(envs: list[dict], theme: str, run: str, keep: list[str], barrier) -> None:
     import os
 
-    os.environ.update(env)
-    lineage = open_lineage(env["SPARKLE_HOME"])
+    lineages = []
+    for env in envs:
+        os.environ.update(env)
+        lineages.append(open_lineage(env["SPARKLE_HOME"]))
     barrier.wait()
     for batch in theme_batches(theme, run, keep):
-        lineage.write(batch)
+        for lineage in lineages:
+            lineage.write(batch)
 
 
 def write_run(envs: dict[str, dict], run: str, keep: dict[str, list[str]]) -> None:
-    """Four processes per backend, one theme partition each, all eight writing at once."""
+    """Four processes, one theme partition each, all writing at once, each to both backends."""
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(len(envs) * len(THEMES))
-    procs = [ctx.Process(target=_write_theme, args=(env, theme, run, keep[theme], barrier))
-             for env in envs.values() for theme in THEMES]
+    barrier = ctx.Barrier(len(THEMES))
+    procs = [ctx.Process(target=_write_theme, args=(list(envs.values()), theme, run, keep[theme], barrier))
+             for theme in THEMES]
     for p in procs:
         p.start()
     for p in procs:
