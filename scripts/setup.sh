@@ -37,12 +37,21 @@ if [ "${SPARKLE_SKIP_FOOTAGE:-0}" != 1 ]; then
   scripts/footage.sh "$VENV/share/sparkle/footage"
 fi
 
+# 6. PostgreSQL server binaries for the tests that start their own throwaway server on 127.0.0.1
+#    (Dagster's PostgreSQL storage, the DuckLake lineage catalog); without them those tests skip.
+if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+   && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  (apt-get install -y -q postgresql >/dev/null 2>&1 \
+   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1)) \
+   || echo "note: could not install postgresql; the tests that need a PostgreSQL server will be skipped"
+fi
+
 "$VENV/bin/python" - <<'PY'
 import importlib
 import sparkle_model.sam2_build as sam2_build
 sam2_build.stub_hydra()  # sam2 is installed without hydra (see sparkle_model/sam2_build.py)
 for name in ["dagster", "dagster_webserver", "torch", "torchvision", "diffusers", "sam2", "cv2",
-             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe"]:
+             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe", "ray", "dagster_postgres", "dagster_k8s"]:
     importlib.import_module(name)
 print("sparkle: environment ready")
 PY

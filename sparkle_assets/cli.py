@@ -7,14 +7,18 @@
                                                                   then every theme's assets
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
-    sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
+    sparkle lineage [dataset] [--at TIME]                         the exported dataset's rows and their clips
+                                                                  (now, or at TIME)
+    sparkle lineage derived CLIP_OR_ARTIFACT [--at TIME]          everything derived from it
     sparkle lineage sources ARTIFACT                              every source behind it
     sparkle lineage sql "SELECT ..."                              any read-only query
     sparkle verify                                                check the home holds together
     sparkle gc [--delete]                                         list (remove) what no run needs
 
-Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle). The Dagster instance of a home
-is `<home>/dagster` (DAGSTER_HOME); `run`, `ui` and `gc` first clear runs whose process is gone.
+Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle) and --storage (Dagster's run
+storage: sqlite, or postgres on the server named by PGHOST/PGUSER/PGDATABASE/PGPASSWORD). The
+Dagster instance of a home is `<home>/dagster` (DAGSTER_HOME); `run`, `ui` and `gc` first clear
+runs whose process is gone.
 """
 
 from __future__ import annotations
@@ -53,10 +57,17 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
     return home_path
 
 
-def _lineage(home: Path):
-    from .core.lineage import Lineage
+class SettingsError(ValueError):
+    """A setting the command cannot work with (one line, for the user)."""
 
-    return Lineage(home / "lineage.duckdb")
+
+def _lineage(home: Path):
+    from .core.lineage import open_lineage
+
+    try:
+        return open_lineage(home)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def open_home(home: Path, by: str, clear: bool = True):
@@ -126,10 +137,11 @@ def cmd_run(args) -> int:
     elapsed = time.monotonic() - started
     print(f"\nsparkle run {'succeeded' if ok else 'FAILED'} in {elapsed:.1f}s "
           f"({len(runs)} runs; themes: {', '.join(wanted) or 'none'}{'; newly registered: ' + ', '.join(added) if added else ''})")
-    print_tables(_lineage(home), wanted, [r.run_id for r in runs])
+    db = _lineage(home)
+    print_tables(db, wanted, [r.run_id for r in runs])
     print(f"\nOutputs (artifact store): {home / 'store'}")
     print(f"Contact sheets:           {home / 'contact_sheets'}/<theme>/<asset>.png")
-    print(f"Lineage database:         {home / 'lineage.duckdb'}   (try: sparkle lineage sql \"FROM quarantine\")")
+    print(f"Lineage database:         {db.where}   (try: sparkle lineage sql \"FROM quarantine\")")
     print("Open the UI:              sparkle ui    (then http://127.0.0.1:3000)")
     return 0 if ok else 1
 
@@ -254,31 +266,56 @@ def cmd_env(args) -> int:
 
     home = configure_env(args.home)
     write_instance_yaml(home)
-    for name in ("SPARKLE_HOME", "DAGSTER_HOME"):
+    for name in ("SPARKLE_HOME", "DAGSTER_HOME", "SPARKLE_DAGSTER_STORAGE"):
+        if name not in os.environ:
+            continue
         print(f"export {name}={os.environ[name]}")
     return 0
+
+
+def parse_time(text: str):
+    """An ISO 8601 time (`2026-11-25T03:00`, `2026-11-25 03:00:00+01:00`); without a zone, local time."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SettingsError(f"--at: {text!r} is not an ISO 8601 time such as 2026-11-25T03:00") from None
+    return when if when.tzinfo else when.astimezone()
 
 
 def cmd_lineage(args) -> int:
     home = configure_env(args.home)
     db = _lineage(home)
-    if not db.db_path.exists():
-        print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
+    if not db.exists():
+        print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    if args.what != "dataset" and not args.ref:
+        print(f"sparkle lineage {args.what} needs a clip id, artifact id or query", file=sys.stderr)
         return 2
     from .core.lineage import LineageQueryError
 
+    at = parse_time(args.at) if args.at else None
     try:
-        if args.what == "sql":
-            rows = db.console_query(args.ref)
+        if args.what == "dataset":
+            rows = db.dataset(at)  # the local backend answers this one from the materialization history
         else:
-            rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
+            if at is not None:
+                db = db.snapshot(at)
+            if args.what == "sql":
+                rows = db.console_query(args.ref)
+            else:
+                rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
     except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
     for row in rows:
         print(json.dumps(row, default=str))
-    noun = "row" if args.what == "sql" else "artifact"
-    print(f"{len(rows)} {noun}{'' if len(rows) == 1 else 's'}", file=sys.stderr)
+    if args.what != "sql":
+        print(f"{len(rows)} {'dataset row' if args.what == 'dataset' else 'artifact'}"
+              f"{'' if len(rows) == 1 else 's'}" + (f" at {at.isoformat()}" if at else ""), file=sys.stderr)
+    else:
+        print(f"{len(rows)} row{'' if len(rows) == 1 else 's'}", file=sys.stderr)
     return 0
 
 
@@ -336,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sparkle", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", help="project home (default $SPARKLE_HOME or ./.sparkle)")
+    parser.add_argument("--storage", choices=["sqlite", "postgres"],
+                        help="Dagster run/event/schedule storage (default $SPARKLE_DAGSTER_STORAGE or sqlite; "
+                             "postgres: the server named by PGHOST, PGUSER, PGDATABASE, PGPASSWORD)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize the whole asset graph")
     run.add_argument("--folder", action="append", default=[], help="a folder of source videos (repeatable)")
@@ -354,15 +394,25 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(fn=cmd_ui)
     sub.add_parser("env", help="print export lines for plain dagster commands").set_defaults(fn=cmd_env)
     lin = sub.add_parser("lineage", help="query the lineage database")
-    lin.add_argument("what", choices=["derived", "sources", "sql"])
-    lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.add_argument("what", nargs="?", default="dataset", choices=["dataset", "derived", "sources", "sql"],
+                     help="dataset (default): the exported dataset's rows and the clips they came from")
+    lin.add_argument("ref", nargs="?", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.add_argument("--at", help="as it was at this time (ISO 8601; local time unless a zone is given)")
     lin.set_defaults(fn=cmd_lineage)
     sub.add_parser("verify", help="check that the home holds together (store, lineage, runs)").set_defaults(fn=cmd_verify)
     gc = sub.add_parser("gc", help="list store files no current materialization references (remove with --delete)")
     gc.add_argument("--delete", action="store_true", help="remove them (refused while a run is in progress)")
     gc.set_defaults(fn=cmd_gc)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    if args.storage:
+        os.environ["SPARKLE_DAGSTER_STORAGE"] = args.storage
+    from .core.runs import InstanceError
+
+    try:
+        return args.fn(args)
+    except (SettingsError, InstanceError) as exc:
+        print(f"sparkle: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -79,3 +79,16 @@ def _quiet_env(monkeypatch, _dagster_home):
     """Tests never touch a real Dagster instance (not the user's, nor ./.sparkle/dagster, where the
     repository's dagster.yaml keeps plain `dagster dev`'s history)."""
     monkeypatch.setenv("DAGSTER_HOME", str(_dagster_home))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server on 127.0.0.1 for the session (tests/pg_server.py); each test
+    makes its own database with `pg_server.create_database(name)`."""
+    import pg_server as pg
+
+    reason = pg.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with pg.throwaway_server() as server:
+        yield server

@@ -1,6 +1,33 @@
+"""The lineage backends, each through the same tests: the local DuckDB file and DuckLake (catalog in
+the test's PostgreSQL server, Parquet files in a temporary folder)."""
+
+import itertools
 import multiprocessing
 
+import pytest
+
 from sparkle_assets.core.lineage import ArtifactRow, Lineage, LineageBatch
+
+_databases = itertools.count()
+
+
+def open_backend(spec: tuple):
+    """A lineage from a picklable description (so that spawned writers open the same one)."""
+    if spec[0] == "duckdb":
+        return Lineage(spec[1])
+    from sparkle_assets.core.lineage_lake import LakeLineage
+
+    return LakeLineage(spec[1], spec[2])
+
+
+@pytest.fixture(params=["duckdb", "ducklake"])
+def backend(request, tmp_path) -> tuple:
+    if request.param == "duckdb":
+        return ("duckdb", str(tmp_path / "lineage.duckdb"))
+    server = request.getfixturevalue("pg_server")
+    database = server.create_database(f"lineage_{next(_databases)}")
+    return ("ducklake", f"host={server.host} port={server.port} user={server.user} dbname={database}",
+            str(tmp_path / "lineage.lake"))
 
 
 def _batch(worker: int, n: int, run: str) -> LineageBatch:
@@ -17,8 +44,8 @@ def _batch(worker: int, n: int, run: str) -> LineageBatch:
     return batch
 
 
-def _writer(db_path: str, worker: int, n: int, barrier) -> None:
-    lineage = Lineage(db_path)
+def _writer(spec: tuple, worker: int, n: int, barrier) -> None:
+    lineage = open_backend(spec)
     barrier.wait()
     for chunk in range(4):  # several writes per process, interleaved with the other processes
         batch = _batch(worker, n, f"run{worker}")
@@ -26,18 +53,17 @@ def _writer(db_path: str, worker: int, n: int, barrier) -> None:
         lineage.write(batch)
 
 
-def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
-    db_path = str(tmp_path / "lineage.duckdb")
+def test_concurrent_writers_lose_and_duplicate_nothing(backend):
     workers, n = 4, 40
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=_writer, args=(db_path, w, n, barrier)) for w in range(workers)]
+    procs = [ctx.Process(target=_writer, args=(backend, w, n, barrier)) for w in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    lineage = Lineage(db_path)
+    lineage = open_backend(backend)
     (count, distinct), = [tuple(r.values()) for r in lineage.query("SELECT count(*), count(DISTINCT id) FROM artifact")]
     assert count == distinct == workers * n + 1
     assert lineage.query("SELECT count(*) AS n FROM artifact_edge")[0]["n"] == workers * n
@@ -46,8 +72,8 @@ def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
     assert not lineage.pending()
 
 
-def test_merge_is_idempotent_and_fresh_rows_win(tmp_path):
-    lineage = Lineage(tmp_path / "l.duckdb")
+def test_merge_is_idempotent_and_fresh_rows_win(backend):
+    lineage = open_backend(backend)
     failed = LineageBatch([ArtifactRow(id="x", kind="clip", asset_key="a", status="failed", reason="boom")])
     lineage.write(failed)
     lineage.write(failed)
@@ -59,8 +85,8 @@ def test_merge_is_idempotent_and_fresh_rows_win(tmp_path):
     assert rows == [{"status": "ok", "reason": None, "run_id": "r2"}]
 
 
-def test_recursive_queries(tmp_path):
-    lineage = Lineage(tmp_path / "l.duckdb")
+def test_recursive_queries(backend):
+    lineage = open_backend(backend)
     batch = LineageBatch()
     for aid, kind, clip in [("f", "source_file", "clipA"), ("c", "source_clip", "clipA"),
                             ("m", "mask", "clipA"), ("e", "edit", "clipA"), ("other", "source_file", "clipB")]:
@@ -72,8 +98,8 @@ def test_recursive_queries(tmp_path):
     assert lineage.derived_from("other") == []
 
 
-def test_unknown_reference_raises(tmp_path):
-    lineage = Lineage(tmp_path / "l.duckdb")
+def test_unknown_reference_raises(backend):
+    lineage = open_backend(backend)
     lineage.write(LineageBatch())
     try:
         lineage.sources_of("nope")

@@ -109,14 +109,20 @@ CREATE INDEX IF NOT EXISTS artifact_edge_parent ON artifact_edge (parent_id);
 CREATE INDEX IF NOT EXISTS artifact_edge_child ON artifact_edge (child_id);
 CREATE INDEX IF NOT EXISTS artifact_clip ON artifact (clip_id);
 CREATE INDEX IF NOT EXISTS current_artifact_key ON current_artifact (asset_key, partition);
-CREATE OR REPLACE VIEW quarantine AS
+"""
+# the views over the tables, the same in every backend
+VIEWS = """
+CREATE OR REPLACE {temp} VIEW quarantine AS
     SELECT clip_id, uri, reason, run_id, created_at FROM artifact WHERE status = 'quarantined';
-CREATE OR REPLACE VIEW pair_metric AS
+CREATE OR REPLACE {temp} VIEW pair_metric AS
     SELECT a.theme, a.clip_id, a.id AS pair_score_id, e.parent_id AS edited_video_id, s.metric, s.value
     FROM score s JOIN artifact a ON a.id = s.artifact_id
     LEFT JOIN artifact_edge e ON e.child_id = a.id AND e.role = 'video'
     WHERE a.kind = 'pair_score';
 """
+CONTRACT = ("artifact", "artifact_edge", "materialization", "score", "current_materialization", "current_artifact",
+            "quarantine", "pair_metric")  # what every backend answers queries over
+DATASET_ASSET = "sparkle_dataset"
 
 ARTIFACT_COLUMNS = ("id", "kind", "asset_key", "partition", "clip_id", "theme", "uri", "bytes",
                     "content_hash", "code_version", "params", "run_id", "created_at", "status",
@@ -128,7 +134,7 @@ CONSOLE_CONFIG = {"enable_external_access": False, "autoload_known_extensions": 
 
 
 class LineageQueryError(ValueError):
-    """A console query DuckDB refused or could not run (one line)."""
+    """A console query DuckDB refused or could not run, or a question this backend cannot answer (one line)."""
 
 
 def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -211,14 +217,51 @@ def _legacy_fragment(path: Path) -> tuple[dict[str, pa.Table], dict | None]:
     return _tables(cols, frag["edges"], frag["scores"]), frag["materialization"]
 
 
+def open_lineage(home: str | os.PathLike) -> Lineage:
+    """The lineage of a project home: the DuckDB file `<home>/lineage.duckdb` (default), or with
+    ``SPARKLE_LINEAGE=ducklake`` a DuckLake (core.lineage_lake) whose catalog is in PostgreSQL
+    (``SPARKLE_LINEAGE_CATALOG``, a libpq connection string without the password, default the server
+    of PGHOST/PGPORT/PGUSER/PGDATABASE) and whose data are Parquet files under ``SPARKLE_LINEAGE_DATA``
+    (default `<home>/lineage.lake/`, on the shared store); the password comes from PGPASSWORD or a
+    .pgpass file, as libpq reads them."""
+    backend = os.environ.get("SPARKLE_LINEAGE", "duckdb")
+    if backend == "duckdb":
+        return Lineage(Path(home) / "lineage.duckdb")
+    if backend == "ducklake":
+        from .lineage_lake import LakeLineage, catalog_from_env
+
+        return LakeLineage(catalog_from_env(), os.environ.get("SPARKLE_LINEAGE_DATA") or Path(home) / "lineage.lake")
+    raise ValueError(f"SPARKLE_LINEAGE must be 'duckdb' or 'ducklake', got {backend!r}")
+
+
 class Lineage:
-    """The lineage database of one project home, with fragment-based safe writes."""
+    """The lineage database of one project home, with fragment-based safe writes.
+
+    What every backend offers (core.lineage_lake.LakeLineage is the other one): `write(batch)`,
+    `query(sql)` over the tables and views above, `session()`, `console_query(sql)`, the questions
+    (`current_artifacts`, `latest_materialization`, `derived_from`, `sources_of`, `ancestors_of_kind`,
+    `dataset(at)`), `snapshot(at)` (the lineage as it was at a time), `where` and `exists()`."""
 
     def __init__(self, db_path: str | os.PathLike):
         self.db_path = Path(db_path).resolve()
         self.pending_dir = self.db_path.with_suffix(".pending")
         self.lock_path = self.db_path.with_suffix(".lock")
         self._session = threading.local()
+
+    @property
+    def where(self) -> str:
+        """Where the lineage is, for people (no secrets)."""
+        return str(self.db_path)
+
+    def exists(self) -> bool:
+        return self.db_path.exists() or bool(self.pending())
+
+    def snapshot(self, at: datetime) -> Lineage:
+        """The lineage as it was at `at`: a DuckDB file keeps no snapshots (only `dataset(at)` can look
+        back, through the materialization history)."""
+        raise LineageQueryError("the local lineage database keeps no snapshots: only `sparkle lineage dataset --at` "
+                                "looks back (through the materialization history); the DuckLake backend "
+                                "(SPARKLE_LINEAGE=ducklake) answers every question at a past time")
 
     # -- locking ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -297,6 +340,7 @@ class Lineage:
     @staticmethod
     def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(SCHEMA)
+        con.execute(VIEWS.format(temp=""))
         version = con.execute("SELECT value FROM lineage_meta WHERE key = 'schema_version'").fetchone()
         if version is None or version[0] != SCHEMA_VERSION:
             Lineage._migrate(con)
@@ -477,6 +521,33 @@ class Lineage:
             if node in rows:
                 out[root].append({"root": root, **rows[node]})
         return out
+
+    def _dataset_rows(self, at: datetime | None) -> list[dict]:
+        """The dataset rows of every theme's latest export; with `at`, of the latest export made by
+        then (from the materialization history; each row's status is today's)."""
+        if at is None:
+            return self.query("SELECT a.* FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
+                              "WHERE c.asset_key = ? AND a.status = 'ok'", [DATASET_ASSET])
+        return self.query("""
+            WITH made AS (SELECT partition, arg_max(artifact_ids, created_at) AS ids FROM materialization
+                          WHERE asset_key = ? AND created_at <= ? GROUP BY partition)
+            SELECT a.* FROM (SELECT DISTINCT unnest(ids) AS id FROM made) m JOIN artifact a USING (id)
+            WHERE a.status = 'ok'""", [DATASET_ASSET, at])
+
+    def dataset(self, at: datetime | None = None) -> list[dict]:
+        """What was in the exported dataset (`sparkle_dataset`) at `at` (default: now), and from which
+        clips: per row its theme, task, dataset-row id, clip, source clip and source file."""
+        with self.session():
+            rows = self._dataset_rows(at)
+            ids = [r["id"] for r in rows]
+            clips, files = self.ancestors_of_kind(ids, "source_clip"), self.ancestors_of_kind(ids, "source_file")
+        out = []
+        for r in rows:
+            info = json.loads(r["info"]) if isinstance(r["info"], str) else (r["info"] or {})
+            clip, file = (clips[r["id"]] or [{}])[0], (files[r["id"]] or [{}])[0]
+            out.append({"theme": r["theme"], "task": info.get("task"), "dataset_row": r["id"], "clip_id": r["clip_id"],
+                        "source_clip": clip.get("id"), "source_file": file.get("uri")})
+        return sorted(out, key=lambda x: (x["theme"] or "", x["task"] or "", x["dataset_row"]))
 
     def _seeds(self, ref: str) -> list[str]:
         rows = self.query("SELECT id FROM artifact WHERE id = ?", [ref])

@@ -6,11 +6,15 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
 - ``SPARKLE_SOURCE_FOLDERS`` / ``SPARKLE_SOURCE_CSVS`` / ``SPARKLE_SOURCE_RELEASES``:
   ``os.pathsep``-separated folders of videos, Sparkle / Kiwi-Edit CSVs and Sparkle release folders;
 - ``SPARKLE_BUNDLED``: ``1`` (default) to include the footage bundled with installed packages;
-- ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
+- ``SPARKLE_EXECUTOR`` (``process_pool``, ``in_process`` or ``ray``) and ``SPARKLE_WORKERS``; for Ray
+  ``SPARKLE_RAY_ADDRESS`` (environment only; unset: a local cluster), ``SPARKLE_RAY_CPUS`` per clip and
+  ``SPARKLE_RAY_GPUS`` per clip of a model stage (default 1 when ``SPARKLE_DEVICE`` is CUDA, else 0);
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
   ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
 - ``SPARKLE_GROUNDING`` (``classical``, ``vlm`` or ``detector``), ``SPARKLE_DETECTOR_DIR``,
   ``SPARKLE_DETECTOR_VOCABULARY`` (comma-separated);
+- ``SPARKLE_LINEAGE`` (``duckdb``, default, or ``ducklake``), ``SPARKLE_LINEAGE_CATALOG``,
+  ``SPARKLE_LINEAGE_DATA`` (core.lineage.open_lineage; environment only);
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
 - ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
   ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
@@ -36,7 +40,7 @@ from sparkle_model.vlm import endpoint_settings
 
 from .config import ConfigError
 from .executor import ClipExecutor, make_executor
-from .lineage import Lineage
+from .lineage import Lineage, open_lineage
 from .sources import SourceItem, discover
 from .store import ArtifactStore, contained
 
@@ -62,12 +66,13 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
 
 class LineageResource(dg.ConfigurableResource):
-    """The DuckDB lineage database `<home>/lineage.duckdb`."""
+    """The lineage of the home: the DuckDB file `<home>/lineage.duckdb`, or a DuckLake with
+    `SPARKLE_LINEAGE=ducklake` (core.lineage.open_lineage; environment only)."""
 
     home: str
 
     def lineage(self) -> Lineage:
-        return Lineage(Path(self.home) / "lineage.duckdb")
+        return open_lineage(self.home)
 
 
 class SourcesResource(dg.ConfigurableResource):
@@ -83,13 +88,19 @@ class SourcesResource(dg.ConfigurableResource):
 
 
 class ClipExecutorResource(dg.ConfigurableResource):
-    """How per-clip work runs inside a step: `in_process` or `process_pool` with `workers`."""
+    """How per-clip work runs inside a step: `in_process`, `process_pool` with `workers`, or `ray`
+    (core.ray_executor): the cluster at env `SPARKLE_RAY_ADDRESS` (environment only: run config cannot
+    send clips elsewhere), else a local cluster with `workers` CPUs; `ray_cpus` per clip, and
+    `ray_gpus` per clip of the model stages (pool `gpu`)."""
 
     kind: str = "process_pool"
     workers: int = 2
+    ray_cpus: float = 1.0
+    ray_gpus: float = 0.0
 
     def executor(self) -> ClipExecutor:
-        return make_executor(self.kind, self.workers)
+        return make_executor(self.kind, self.workers, ray_address=os.environ.get("SPARKLE_RAY_ADDRESS"),
+                             ray_cpus=self.ray_cpus, ray_gpus=self.ray_gpus)
 
 
 class MaskBackendResource(dg.ConfigurableResource):
@@ -299,8 +310,11 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
                                    csv_files=_env_list("SPARKLE_SOURCE_CSVS"),
                                    releases=_env_list("SPARKLE_SOURCE_RELEASES"),
                                    bundled=os.environ.get("SPARKLE_BUNDLED", "1") != "0"),
-        "clip_executor": ClipExecutorResource(kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"),
-                                              workers=int(os.environ.get("SPARKLE_WORKERS", "2"))),
+        "clip_executor": ClipExecutorResource(
+            kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"), workers=int(os.environ.get("SPARKLE_WORKERS", "2")),
+            ray_cpus=float(os.environ.get("SPARKLE_RAY_CPUS", "1")),
+            ray_gpus=float(os.environ.get("SPARKLE_RAY_GPUS",
+                                          "1" if os.environ.get("SPARKLE_DEVICE", "cpu").startswith("cuda") else "0"))),
         "mask_backend": MaskBackendResource(
             backend=os.environ.get("SPARKLE_MASK_BACKEND", "classical"),
             sam2_checkpoint=os.environ.get("SPARKLE_SAM2_CHECKPOINT", ""),

@@ -50,15 +50,28 @@ def instance_dir(home: Path) -> Path:
     return Path(home) / "dagster"
 
 
-def instance_yaml(template: Path = REPO_ROOT / "dagster.yaml") -> str:
+def instance_yaml(template: Path = REPO_ROOT / "dagster.yaml", storage: str | None = None) -> str:
     """The dagster.yaml of a project home: the repository's, without the entries that point Dagster
-    at `.sparkle/dagster` relative to the current directory (a storage other than that, e.g.
-    Postgres, is kept)."""
+    at `.sparkle/dagster` relative to the current directory, and with the run storage chosen by
+    `storage` (default SPARKLE_DAGSTER_STORAGE): `sqlite` (under the instance folder) or `postgres`
+    (deploy/dagster-postgres.yaml's block: the server from PGHOST, PGPORT (default 5432), PGUSER,
+    PGDATABASE; the password from PGPASSWORD when the instance loads, never written to a file)."""
+    storage = storage or os.environ.get("SPARKLE_DAGSTER_STORAGE", "sqlite")
+    if storage not in ("sqlite", "postgres"):
+        raise InstanceError(f"SPARKLE_DAGSTER_STORAGE must be 'sqlite' or 'postgres', got {storage!r}")
     config = yaml.safe_load(template.read_text()) or {}
     for key in ROOT_ONLY_ENTRIES:
         text = yaml.safe_dump(config.get(key))
         if key in config and ".sparkle/dagster" in text:
             del config[key]
+    if storage == "postgres":
+        missing = [v for v in ("PGHOST", "PGUSER", "PGDATABASE") if not os.environ.get(v)]
+        if missing:
+            raise InstanceError(f"PostgreSQL storage needs {', '.join(missing)} (and PGPASSWORD unless the server "
+                                "trusts this host; PGPORT defaults to 5432)")
+        os.environ.setdefault("PGPORT", "5432")
+        os.environ.setdefault("PGPASSWORD", "")
+        config["storage"] = yaml.safe_load((REPO_ROOT / "deploy" / "dagster-postgres.yaml").read_text())["storage"]
     return "# Written by `sparkle` from the repository's dagster.yaml; edit that one.\n" + \
         yaml.safe_dump(config, sort_keys=False)
 

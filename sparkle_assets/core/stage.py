@@ -102,12 +102,14 @@ class Stage:
     def run(self, context: dg.AssetExecutionContext, store: ArtifactStore, clips: Sequence[ClipInput], *,
             fn: Callable, kind: str, ext: str | None, params: Mapping[str, Any], executor: ClipExecutor,
             code_version: str | None = None, companions: Sequence[Companion] = ()) -> StepReport:
-        """`run_clip_step` for this stage's asset key, partition and run."""
+        """`run_clip_step` for this stage's asset key, partition and run, on the executor for the
+        stage's concurrency pool (on Ray, a `gpu` stage's clips ask for GPUs and run on actors)."""
         part = self.partition(context)
         return run_clip_step(store=store, clips=clips, fn=fn, kind=kind, ext=ext,
                              code_version=code_version or self.code_version, params=params,
                              asset_key=self.name, run_id=context.run_id, partition=part,
-                             theme=part or None, executor=executor, companions=companions)
+                             theme=part or None, executor=executor.for_pool(context.op_def.pool),
+                             companions=companions)
 
     def finish(self, context: dg.AssetExecutionContext, db: Lineage, batch: LineageBatch, *,
                output_ids: Sequence[str], summary: dict, metadata: dict,
@@ -134,5 +136,5 @@ class Stage:
         db.write(batch)
         context.log.info(f"{self.name}[{part or '-'}]: {summary}")
         return dg.MaterializeResult(
-            metadata={**metadata, "lineage_db": dg.MetadataValue.path(str(db.db_path))},
+            metadata={**metadata, "lineage_db": dg.MetadataValue.text(db.where)},
             data_version=dg.DataVersion(version))
