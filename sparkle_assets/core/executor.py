@@ -261,9 +261,19 @@ def shutdown_pools() -> None:
     ProcessPoolExecutor._pools.clear()
 
 
-def make_executor(kind: str, workers: int = 2, threads: int = 1) -> ClipExecutor:
+def make_executor(kind: str, workers: int = 2, threads: int = 1, ray_address: str | None = None,
+                  ray_cpus: float = 1.0, ray_gpus: float = 0.0) -> ClipExecutor:
+    """`in_process`, `process_pool` (`workers` processes, `threads` each) or `ray` (core.ray_executor:
+    the cluster at `ray_address`, else a local one with `workers` CPUs; `ray_cpus` per clip, and
+    `ray_gpus` per clip of a model stage)."""
     if kind == "in_process":
         return InProcessExecutor()
     if kind == "process_pool":
         return ProcessPoolExecutor(workers, threads)
-    raise ValueError(f"unknown executor {kind!r}: use 'in_process' or 'process_pool'")
+    if kind == "ray":
+        from .ray_executor import RayExecutor, RayRequest
+
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        return RayExecutor(ray_address, RayRequest(cpus=ray_cpus), local_cpus=workers, gpus_for_models=ray_gpus)
+    raise ValueError(f"unknown executor {kind!r}: use 'in_process', 'process_pool' or 'ray'")
