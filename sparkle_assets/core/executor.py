@@ -1,8 +1,9 @@
 """How a step maps its per-clip function over the clips of a partition.
 
 One small interface, `ClipExecutor.map(fn, items, timeout=None) -> [Outcome]`, with an in-process
-implementation and a pool of worker processes. The function must be a module-level callable and the
-items picklable, so that a distributed engine (Ray) is one more implementation that no stage notices.
+implementation, a pool of worker processes, and Ray (`core.ray_executor`, the same interface over a
+cluster). The function must be a module-level callable and the items picklable, so no stage notices
+which one runs it.
 A failing item never raises out of `map`: its Outcome carries the error. Every Outcome also carries
 the `Cost` of computing it (wall and CPU seconds, peak memory of the worker, GPU time and memory
 where torch used a GPU), measured where it ran.
@@ -121,6 +122,10 @@ class ClipExecutor:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], timeout: float | None = None) -> list[Outcome[R]]:
         raise NotImplementedError
+
+    def for_pool(self, pool: str | None) -> ClipExecutor:
+        """The executor for a stage in this Dagster concurrency pool (Ray asks for GPUs for `gpu`)."""
+        return self
 
 
 class InProcessExecutor(ClipExecutor):
