@@ -5,6 +5,10 @@
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
                                                                   then every theme's assets
+    sparkle bench [--bench DIR]... [--openve CSV]... [--system NAME=DIR]... [--official NAME=DIR]...
+                  [--judge automatic|vlm] [--theme T]... [--no-bench-split]
+                                                                  Sparkle-Bench: every system judged on
+                                                                  the bench samples; prints the table
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
     sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
@@ -116,6 +120,12 @@ def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
         print(f"  {theme:<10}{cells}   {where}")
 
 
+def cmd_bench(args) -> int:
+    from .evaluation.run import run_bench
+
+    return run_bench(args, configure_env(args.home))
+
+
 def cmd_ui(args) -> int:
     configure_env(args.home)
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -165,6 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
     run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
     run.set_defaults(fn=cmd_run)
+    bench = sub.add_parser("bench", help="score every system on the bench samples and print the table")
+    bench.add_argument("--bench", action="append", default=[], help="a Sparkle-Bench folder (repeatable)")
+    bench.add_argument("--openve", action="append", default=[], help="an OpenVE-Bench CSV (repeatable)")
+    bench.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
+                       help="an editing model's outputs (Kiwi-Edit layout or flat {id}_edited.mp4; repeatable)")
+    bench.add_argument("--official", action="append", default=[], metavar="NAME=DIR",
+                       help="a folder of official *_sparkle_score.jsonl results to show beside ours (repeatable)")
+    bench.add_argument("--judge", choices=["automatic", "vlm"], help="the judge (default automatic)")
+    bench.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable)")
+    bench.add_argument("--no-bench-split", action="store_true", help="leave out our own bench_split samples")
+    bench.set_defaults(fn=cmd_bench)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)

@@ -1,9 +1,10 @@
 """The sparkle code location: every asset, check, job, schedule, sensor and resource, exposed as `defs`.
 
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
-per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition) and
+per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition),
 `refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
-runs for every theme partition.
+runs for every theme partition, and the benchmark: `bench` (samples, outputs and judgments of one
+theme partition) and `bench_report` (the table over every judged theme).
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import dagster as dg
 
 from .core.resources import default_resources
 from .core.themes import theme_partitions, theme_taxonomy
+from .evaluation.bench_judgments import bench_judgments
+from .evaluation.bench_outputs import bench_outputs
+from .evaluation.bench_results import bench_results
+from .evaluation.bench_samples import bench_samples
+from .evaluation.resources import bench_resources
 from .stages.per_clip.clean_backgrounds import clean_backgrounds
 from .stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
 from .stages.per_clip.source_clips import source_clips
@@ -31,7 +37,8 @@ THEME_INDEPENDENT = [source_clips, static_clips, foreground_masks, clean_backgro
 CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]
 THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos, guidance_videos,
                 edited_videos, pair_scores, *CHEAP_ASSETS]
-ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
+BENCH_ASSETS = [bench_samples, bench_outputs, bench_judgments]
+ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS + BENCH_ASSETS + [bench_results]
 CHECKS = [foreground_masks_quality, curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 theme_independent = dg.define_asset_job(
@@ -47,6 +54,13 @@ refilter = dg.define_asset_job(
     "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,
     description="Thresholds re-applied to the stored scores, then the export and bench split: no video decoded.")
 
+bench = dg.define_asset_job(
+    "bench", selection=dg.AssetSelection.assets(*BENCH_ASSETS), partitions_def=theme_partitions,
+    description="The benchmark for one theme partition: bench samples, every system's outputs, their judgments.")
+bench_report = dg.define_asset_job(
+    "bench_report", selection=dg.AssetSelection.assets(bench_results),
+    description="The Sparkle-Bench table over every judged theme partition (plot, CSV, JSON, official JSONL).")
+
 
 @dg.schedule(job=refilter, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
              description="Every night, one `refilter` run per theme partition.")
@@ -59,5 +73,6 @@ def nightly_refilter(context: dg.ScheduleEvaluationContext):
 
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=CHECKS,
-                      jobs=[theme_independent, theme_assets, sparkle_main, refilter], schedules=[nightly_refilter],
-                      sensors=[theme_taxonomy], resources=default_resources())
+                      jobs=[theme_independent, theme_assets, sparkle_main, refilter, bench, bench_report],
+                      schedules=[nightly_refilter], sensors=[theme_taxonomy],
+                      resources={**default_resources(), **bench_resources()})
