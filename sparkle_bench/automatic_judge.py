@@ -13,7 +13,7 @@ the bench penalises the final filter drops.
 | Overall Visual Quality | the lower of: harmonisation, 1 + 4 x min(1, tone follow / 0.3) (5 when the light did not change); stability, the error the output adds on the subject after motion compensation (<= 1.5 / 3 / 5 / 8 of 255) and the flicker it adds to the frame's mean brightness (<= 0.5 / 1 / 2 / 4) | | | | | |
 | Foreground Integrity | detail kept (SSIM contrast x structure inside the subject); with a known backdrop, also the subject's opacity (>= 0.9 / 0.8 / 0.65 / 0.5) | >= 0.93 | >= 0.75 | >= 0.60 | >= 0.45 | less |
 | Foreground Motion Consistency | flow difference inside the subject, source vs output, over the source's own flow there | <= 0.30 | <= 0.45 | <= 0.60 | <= 0.80 | more |
-| Background Dynamics | background motion away from the subject (% of the diagonal per second; flow counted only where the picture changed) over what the prompt's wording asks (gentle 0.15, moderate 0.3, energetic 0.6); over 10x is over-rendered (4), over 25x (3); mostly still frames: at most 2. A prompt asking for a still background: <= 0.05 / 0.1 / 0.2 / 0.4 | >= 1.0 | >= 0.7 | >= 0.4 | >= 0.2 | less |
+| Background Dynamics | background motion away from the subject (% of the diagonal per second; flow under 0.05 px a frame counted as none) over what the prompt's wording asks (gentle 0.15, moderate 0.3, energetic 0.6); over 10x is over-rendered (4), over 25x (3); mostly still frames: at most 2. A prompt asking for a still background: <= 0.05 / 0.1 / 0.2 / 0.4 | >= 1.0 | >= 0.7 | >= 0.4 | >= 0.2 | less |
 | Background Visual Quality | the lower of: blur the output's background adds over the source's (perceptual blur metric, <= 0.05 / 0.1 / 0.15 / 0.25) and the flicker it adds there (<= 0.5 / 1 / 2 / 4) | | | | | |
 
 Dimensions 2-6 are then capped at Instruction Compliance, as the paper's rubric and parser do.
@@ -41,7 +41,7 @@ from .rubric import DIMENSIONS, cap
 JUDGE_VERSION = "automatic-1"
 WORK_SIDE = 480
 STILL_FLOW = 0.02  # px per frame at WORK_SIDE: a frame pair whose background moves less is still
-CHANGED_GREY = 3  # grey levels: a background pixel that changed less between two frames did not move
+FLOW_NOISE = 0.05  # px per frame at WORK_SIDE: flow below this is counted as no motion
 
 
 def _level(value: float, bounds: Sequence[float], higher_is_better: bool = True) -> int:
@@ -157,9 +157,9 @@ def _motion_signals(source: list[np.ndarray], output: list[np.ndarray], masks: n
             if region.any():
                 store.append(abs(float(go[t][region].mean()) - float(go[t - 1][region].mean()))
                              - abs(float(gs[t][region].mean()) - float(gs[t - 1][region].mean())))
-        if away.any():  # flow where the picture did not change is the flow estimator's noise, not motion
-            changed = np.abs(go[t].astype(np.int16) - go[t - 1].astype(np.int16)) > CHANGED_GREY
-            mag = float((np.linalg.norm(fo, axis=2) * changed)[away].mean())
+        if away.any():  # sub-pixel flow below FLOW_NOISE is the flow estimator's noise, not motion
+            flow = np.linalg.norm(fo, axis=2)
+            mag = float(np.where(flow >= FLOW_NOISE, flow, 0.0)[away].mean())
             bg_motion.append(mag)
             still.append(mag < STILL_FLOW)
     diag = float(np.hypot(h, w))

@@ -204,7 +204,7 @@ def score_edit(source: np.ndarray, edited: np.ndarray, mask: np.ndarray, backdro
     if tone["follow"] is not None:
         unfollowed = 6.0 * (1.0 - min(1.0, tone["follow"] / FULL_FOLLOW))
         pq = max(0.0, pq - unfollowed)
-    pf = _lin(changed if changed is not None else 0.0, 0.6, 0.97)
+    pf = _lin(changed if changed is not None else 0.0, 0.75, 0.97)
     cons = _lin(detail if detail is not None else 0.0, 0.75, 0.95)
     if opacity is not None:
         cons = min(cons, _lin(opacity, 0.6, 0.9))

@@ -118,7 +118,7 @@ def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict, e
 
 
 # -- edited first frames and their scene layers (`edited_first_frames`) ----------------------------
-EDITS_VERSION = "edited_first_frames-1"
+EDITS_VERSION = "edited_first_frames-2"  # -2: the edit score sees ghosts, pasted patches, unharmonised light
 LAYER = Companion("background_layer", "npz", "background_layer-1", main_role="edited")
 
 
@@ -142,13 +142,15 @@ def compute_edited_first_frame(out: Path, inputs: dict[str, Path], params: dict,
     save_layer(extra[LAYER.kind], layer)
     editor = backends.editor(settings)
     if editor is None:
+        backdrop = layer.image
         edited = edit_first_frame(frame0, mask0, layer, params["harmony"])
     else:
-        raw = editor.edit(frame0, record["instruction"], record["seed"], repaint=~grown(mask0))
-        edited = composite(frame0, raw, feathered(mask0, feather_radius(mask0.shape)))
+        backdrop = editor.edit(frame0, record["instruction"], record["seed"], repaint=~grown(mask0))
+        edited = composite(frame0, backdrop, feathered(mask0, feather_radius(mask0.shape)))
     write_png(out, edited)
     score = backends.score_edit_with(settings, frame0, edited, record["instruction"],
-                                     "replace the background, keep the subject", lambda: score_edit(frame0, edited, mask0))
+                                     "replace the background, keep the subject",
+                                     lambda: score_edit(frame0, edited, mask0, backdrop))
     return {"score": score, "chosen_keyword": record["chosen_keyword"],
             "companions": {LAYER.kind: {"render": record["render"], "lights": len(layer.lights)}}}
 
