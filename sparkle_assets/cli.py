@@ -55,6 +55,11 @@ def _lineage(home: Path):
 
 
 def cmd_run(args) -> int:
+    from .core.themes import theme_name_problem
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
     import dagster as dg
 
@@ -147,12 +152,14 @@ def cmd_lineage(args) -> int:
     if not db.db_path.exists():
         print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
         return 2
+    from .core.lineage import LineageQueryError
+
     try:
         if args.what == "sql":
-            rows = db.query(args.ref)
+            rows = db.console_query(args.ref)
         else:
             rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
-    except KeyError as exc:
+    except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
     for row in rows:

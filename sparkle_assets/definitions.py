@@ -12,7 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .core.resources import default_resources
-from .core.themes import theme_partitions, theme_taxonomy
+from .core.themes import invalid_partitions, theme_name_problem, theme_partitions, theme_taxonomy
 from .evaluation.bench_judgments import bench_judgments
 from .evaluation.bench_outputs import bench_outputs
 from .evaluation.bench_results import bench_results
@@ -63,12 +63,16 @@ bench_report = dg.define_asset_job(
 
 
 @dg.schedule(job=refilter, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every night, one `refilter` run per theme partition.")
+             description="Every night, one `refilter` run per theme partition (invalid partition names are "
+                         "refused and logged).")
 def nightly_refilter(context: dg.ScheduleEvaluationContext):
     date = context.scheduled_execution_time.strftime("%Y-%m-%d") if context.scheduled_execution_time else "now"
-    themes = context.instance.get_dynamic_partitions(theme_partitions.name)
+    refused = [theme_name_problem(name) for name in invalid_partitions(context.instance)]
+    for problem in refused:
+        context.log.error(problem)
+    themes = [t for t in context.instance.get_dynamic_partitions(theme_partitions.name) if not theme_name_problem(t)]
     if not themes:
-        return dg.SkipReason("no theme partitions registered yet")
+        return dg.SkipReason("no valid theme partitions registered" + "".join(f"; {p}" for p in refused))
     return [dg.RunRequest(run_key=f"refilter-{theme}-{date}", partition_key=theme) for theme in sorted(themes)]
 
 

@@ -7,8 +7,9 @@ stage module makes. From it follow:
   (`theme_independent` or `theme`), partitions (the `theme` dynamic partition), pool and kinds;
 - the per-clip inputs it is given (`Stage.inputs`: the current rows of every role, per clip);
 - the input data versions its materialization records (`Stage.finish`);
-- the failure wrapper: its config is range-checked before the body runs, and a `ConfigError`
-  (bad config, unusable backend settings, invalid theme file) fails the step with one line naming
+- the failure wrapper: a per-theme stage's partition name is validated (`core.themes.check_theme_name`)
+  and its config range-checked before the body runs, and a `ConfigError` (bad config, unusable
+  backend settings, invalid theme file or partition name) fails the step with one line naming
   the stage, the partition and the field, instead of a traceback.
 
 Configs subclass `core.config.StageConfig`, which range-checks every numeric field.
@@ -31,7 +32,7 @@ from .executor import ClipExecutor
 from .lineage import UNPARTITIONED, Lineage, LineageBatch, now_iso
 from .readers import ROLES, rows_by_clip
 from .store import ArtifactStore
-from .themes import theme_partitions
+from .themes import check_theme_name, theme_partitions
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Stage:
             def body(context, *args, **kwargs):
                 where = f"{self.name}[{context.partition_key}]" if self.per_theme else self.name
                 try:
+                    if self.per_theme:
+                        check_theme_name(context.partition_key)
                     for value in [*args, *kwargs.values()]:
                         if isinstance(value, StageConfig):
                             value.check()

@@ -25,7 +25,7 @@ from sparkle_bench.rubric import DIMENSIONS, SHORT
 from ..core.lineage import ArtifactRow, LineageBatch
 from ..core.resources import ArtifactStoreResource, LineageResource
 from ..core.stage import Stage
-from ..core.store import artifact_id, atomic_write_bytes
+from ..core.store import artifact_id, atomic_write_bytes, contained
 from .resources import BUILTIN_SYSTEMS, BenchResource
 
 RESULTS_VERSION = "bench_results-1"
@@ -173,7 +173,7 @@ def write_files(root: Path, table: dict[str, dict], per_theme: dict[str, dict], 
     files = {}
     for theme, cells in per_theme.items():
         for (system, judge), cell in cells.items():
-            path = root / "official" / system / f"{theme}_{judge}_sparkle_score.jsonl"
+            path = contained(root, "official", system, f"{theme}_{judge}_sparkle_score.jsonl")
             atomic_write_bytes(path, jsonl_lines(cell["rows"]).encode())
             files[f"{system}/{theme}"] = str(path)
     return files
@@ -194,7 +194,7 @@ def bench_results(context: dg.AssetExecutionContext, bench: BenchResource, artif
         used += ids
     table = {**results_table(per_theme), **external_rows(settings)}
     png = plot_png(table)
-    root = Path(artifact_store.home) / "bench_results"
+    root = contained(artifact_store.home, "bench_results")
     files = write_files(root, table, per_theme, png)
     rid = artifact_id("bench_table", {"judgments": sorted(set(used))}, RESULTS_VERSION,
                       {"official_results": settings["official_results"]})
