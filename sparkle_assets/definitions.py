@@ -37,8 +37,9 @@ THEME_INDEPENDENT = [source_clips, static_clips, foreground_masks, clean_backgro
 CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]
 THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos, guidance_videos,
                 edited_videos, pair_scores, *CHEAP_ASSETS]
+PIPELINE_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
 BENCH_ASSETS = [bench_samples, bench_outputs, bench_judgments]
-ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS + BENCH_ASSETS + [bench_results]
+ALL_ASSETS = PIPELINE_ASSETS + BENCH_ASSETS + [bench_results]
 CHECKS = [foreground_masks_quality, curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 theme_independent = dg.define_asset_job(
@@ -48,7 +49,7 @@ theme_assets = dg.define_asset_job(
     "theme_assets", selection=dg.AssetSelection.assets(*THEME_ASSETS),
     description="The per-theme stages for one `theme` partition (what a new theme's backfill runs).")
 sparkle_main = dg.define_asset_job(
-    "sparkle_main", selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    "sparkle_main", selection=dg.AssetSelection.assets(*PIPELINE_ASSETS),
     description="The whole graph for one theme partition (theme-independent work is reused when unchanged).")
 refilter = dg.define_asset_job(
     "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,

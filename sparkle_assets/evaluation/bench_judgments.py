@@ -133,13 +133,12 @@ def bench_judgments(context: dg.AssetExecutionContext, bench_judge: BenchJudgeRe
     for o in outputs:
         jid, system = by_output[o["id"]], o["params"]["system"]
         cell = per_system.setdefault(system, {"judged": 0, "reused": 0, "failed": 0, "requests": 0, "overall": []})
-        if jid in fresh_rows:
-            status, reason, info = fresh_rows[jid]
+        status, reason, info = fresh_rows[jid] if jid in fresh_rows else \
+            (known[jid]["status"], known[jid]["reason"], known[jid]["info"])
+        if jid in fresh_rows and jid not in seen:  # judged in this run (an identical video later is reused)
             cell["judged"] += 1
             cell["requests"] += info.get("attempts", 0) or 0
         else:
-            row = known[jid]
-            status, reason, info = row["status"], row["reason"], row["info"]
             cell["reused"] += 1
         if jid not in seen:
             seen.add(jid)

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from sparkle_bench.official import jsonl_lines, macro_means, official_row, read_results_dir, theme_means
 from sparkle_bench.rubric import DIMENSIONS, SHORT
@@ -29,6 +30,9 @@ from ..core.store import artifact_id, atomic_write_bytes, contained
 from .resources import BUILTIN_SYSTEMS, BenchResource
 
 RESULTS_VERSION = "bench_results-1"
+# one colour per table row, in both plots (bars of a group are in the table's row order)
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (230, 190, 30), (50, 50, 50)]
 STAGE = Stage("bench_results", RESULTS_VERSION, reads=("judgment",), group="bench")
 COLUMNS = ("overall", *DIMENSIONS)
 
@@ -72,9 +76,14 @@ def judged_cells(db, theme: str) -> tuple[dict[tuple[str, str], dict], list[str]
 def results_table(per_theme: dict[str, dict[tuple[str, str], dict]]) -> dict[str, dict]:
     """Row label -> {system, judge, themes: {theme: means + counts}, macro}."""
     table: dict[str, dict] = {}
+    judges: dict[str, set] = {}
+    for cells in per_theme.values():
+        for system, judge in cells:
+            judges.setdefault(system, set()).add(judge)
     for theme, cells in sorted(per_theme.items()):
         for (system, judge), cell in cells.items():
-            row = table.setdefault(f"{system} [{judge}]", {"system": system, "judge": judge, "themes": {}})
+            label = system if len(judges[system]) == 1 else f"{system} ({judge})"
+            row = table.setdefault(label, {"system": system, "judge": judge, "themes": {}})
             means = theme_means(cell["scores"])
             row["themes"][theme] = {**(means or {}), "n": len(cell["scores"]), "failed": cell["failed"],
                                     "missing": cell["missing"], "unjudged": cell["unjudged"]}
@@ -90,10 +99,11 @@ def external_rows(settings: dict) -> dict[str, dict]:
     """Rows from official JSONL folders (`bench.official_results`)."""
     out = {}
     for name, folder in settings["official_results"].items():
-        for judge, themes in read_results_dir(folder).items():
+        read = read_results_dir(folder)
+        for judge, themes in read.items():
             per = {t: {**(v["means"] or {}), "n": v["means"]["n"] if v["means"] else 0, "failed": 0, "missing": 0,
                        "unjudged": 0, "skipped_lines": v["skipped"]} for t, v in themes.items()}
-            out[f"{name} [{judge}, official jsonl]"] = {
+            out[f"{name} (official)" if len(read) == 1 else f"{name} (official, {judge})"] = {
                 "system": name, "judge": judge, "themes": per, "source": folder,
                 "macro": macro_means({t: (v["means"]) for t, v in themes.items()}),
                 "counts": {"n": sum(p["n"] for p in per.values()), "failed": 0, "missing": 0, "unjudged": 0}}
@@ -101,14 +111,44 @@ def external_rows(settings: dict) -> dict[str, dict]:
 
 
 def table_markdown(table: dict[str, dict]) -> str:
-    head = "| system | Overall | " + " | ".join(SHORT[d] for d in DIMENSIONS) + " | n | failed | missing |"
-    lines = [head, "|" + "---|" * (len(DIMENSIONS) + 5)]
+    """The macro-averaged table: one row per system, Overall and the six dimensions, and n (judged
+    outputs), failed judgments and missing outputs as `n/failed/missing`."""
+    ours = sorted({row["judge"] for row in table.values() if "source" not in row})
+    theirs = sorted({row["judge"] for row in table.values() if "source" in row})
+    head = "| system | Overall | " + " | ".join(SHORT[d] for d in DIMENSIONS) + " | n/fail/miss |"
+    lines = [f"judge: {', '.join(ours) or '-'}" + (f"; official rows: {', '.join(theirs)}" if theirs else ""), "",
+             head, "|" + "---|" * (len(DIMENSIONS) + 3)]
     for label, row in table.items():
         m = row["macro"]
         cells = " | ".join(f"{m[c]:.2f}" if m else "-" for c in COLUMNS)
         c = row["counts"]
-        lines.append(f"| {label} | {cells} | {c['n']} | {c['failed']} | {c['missing']} |")
+        lines.append(f"| {label} | {cells} | {c['n']}/{c['failed']}/{c['missing']} |")
     return "\n".join(lines)
+
+
+def inline_plot(table: dict[str, dict], bar: int = 11, gap: int = 16, unit: int = 22) -> bytes:
+    """The bars (Overall and each dimension, one bar per row in the table's colours, 0-5 with a grid
+    line at each point) as a palette PNG small enough for the UI to show inline."""
+    from PIL import Image
+
+    rows = [row["macro"] for row in table.values()][: len(COLOURS)]
+    height, width = 5 * unit + 2, len(COLUMNS) * (len(rows) * bar + gap) + gap
+    img = np.zeros((height, width), np.uint8)
+    for k in range(1, 6):
+        img[height - 1 - k * unit, :] = 1
+    img[height - 1, :] = 2
+    for d, column in enumerate(COLUMNS):
+        x0 = gap + d * (len(rows) * bar + gap)
+        for s, macro in enumerate(rows):
+            if macro:
+                top = height - 1 - int(round(macro[column] * unit))
+                img[top:height - 1, x0 + s * bar: x0 + (s + 1) * bar - 1] = 3 + s
+    palette = [255, 255, 255, 225, 225, 225, 120, 120, 120] + [v for rgb in COLOURS for v in rgb]
+    image = Image.fromarray(img, "P")
+    image.putpalette(palette + [0] * (768 - len(palette)))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=True, bits=4)
+    return buf.getvalue()
 
 
 def per_theme_markdown(table: dict[str, dict]) -> str:
@@ -132,12 +172,15 @@ def plot_png(table: dict[str, dict]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(label, row["macro"]) for label, row in table.items() if row["macro"]]
+    rows = list(table.items())
     fig, ax = plt.subplots(figsize=(10, 3.8), dpi=100)
     width = 0.8 / max(1, len(rows))
-    for k, (label, m) in enumerate(rows):
+    for k, (label, row) in enumerate(rows):
+        if not row["macro"]:
+            continue
         xs = [i + (k - (len(rows) - 1) / 2) * width for i in range(len(COLUMNS))]
-        ax.bar(xs, [m[c] for c in COLUMNS], width=width, label=label)
+        color = [v / 255 for v in COLOURS[k]] if k < len(COLOURS) else None
+        ax.bar(xs, [row["macro"][c] for c in COLUMNS], width=width, label=label, color=color)
     ax.set_xticks(range(len(COLUMNS)), ["Overall", *(SHORT[d] for d in DIMENSIONS)])
     ax.set_ylim(0, 5.2)
     ax.set_ylabel("score (1-5)")
@@ -202,11 +245,14 @@ def bench_results(context: dg.AssetExecutionContext, bench: BenchResource, artif
                                                 code_version=RESULTS_VERSION, params={}, run_id=context.run_id,
                                                 uri=None, info={"rows": list(table), "themes": themes})],
                          edges=[(rid, j, "judgment") for j in sorted(set(used))])
-    markdown = (table_markdown(table) + "\n\n**Per theme (Overall)**\n\n" + per_theme_markdown(table))
-    plot = base64.b64encode(png).decode()
+    plot = base64.b64encode(inline_plot(table)).decode()
     summary = {"themes": themes, "rows": {k: {"macro": v["macro"], "counts": v["counts"]} for k, v in table.items()}}
-    metadata = {"table": dg.MetadataValue.md(markdown),
-                "plot": dg.MetadataValue.md(f"![bench plot](data:image/png;base64,{plot})"),
+    metadata = {"table": dg.MetadataValue.md(table_markdown(table)),
+                "plot": dg.MetadataValue.md(f"![bars per dimension per system](data:image/png;base64,{plot})\n\n"
+                                            "Groups: Overall, " + ", ".join(SHORT[d] for d in DIMENSIONS)
+                                            + "; bars 0-5 in the table's row order (labelled: plot_png)"),
+                "per_theme": dg.MetadataValue.md(per_theme_markdown(table)),
+                "plot_png": dg.MetadataValue.path(str(root / "plot.png")),
                 "themes": dg.MetadataValue.json(themes), "systems": len(table),
                 "results_csv": dg.MetadataValue.path(str(root / "results.csv")),
                 "official_jsonl": dg.MetadataValue.json(files)}
