@@ -135,6 +135,38 @@ def test_adding_a_system_judges_only_that_system(bench_home):
     assert "\n  kiwi2 " in run.stdout
 
 
+def test_an_asset_registers_itself_as_a_system(bench_home, tmp_path):
+    """What a trained checkpoint's outputs do: an asset records a `bench_output` per sample with its
+    system's name, and `bench_outputs` links them in as that system, with lineage to the producer."""
+    from sparkle_assets.core.lineage import ArtifactRow, LineageBatch, now_iso
+    from sparkle_assets.core.store import ArtifactStore
+    from sparkle_assets.evaluation.bench_outputs import plan, sample_inputs
+    from sparkle_assets.evaluation.systems import systems_for
+
+    home = tmp_path / "home"
+    shutil.copytree(bench_home["home"], home, ignore=shutil.ignore_patterns("dagster"))
+    db, store = Lineage(home / "lineage.duckdb"), ArtifactStore(home / "store")
+    with store.writing("bench_output", "ckpt0000000000000000000a", "mp4") as tmp:
+        make_subject_clip(tmp, seed=5)
+    art = store.commit("bench_output", "ckpt0000000000000000000a", code_version="editor_outputs-0", params={},
+                       inputs={}, info={"system": "ckpt_a"}, ext="mp4")
+    batch = LineageBatch(artifacts=[ArtifactRow(id=art.id, kind="bench_output", asset_key="editor_outputs",
+                                                partition="location", clip_id="Sparkle_location_000001",
+                                                theme="location", uri=art.uri, bytes=art.bytes,
+                                                content_hash=art.content_hash, info={"system": "ckpt_a"})])
+    batch.materialization = {"run_id": "r", "asset_key": "editor_outputs", "partition": "location",
+                             "code_version": "0", "data_version": "x", "created_at": now_iso(),
+                             "artifact_ids": [art.id], "summary": {}}
+    db.write(batch)
+    settings = {"systems": {}}
+    systems = {s.name: s for s in systems_for(settings, db, "location")}
+    assert systems["ckpt_a"].kind == "asset" and systems["ckpt_a"].params == {"asset": "editor_outputs"}
+    fn, clips, missing = plan(systems["ckpt_a"], sample_inputs(db, "location"), "location", db)
+    assert fn.__name__ == "link_output" and [c.clip_id for c in clips] == ["Sparkle_location_000001"]
+    assert clips[0].parents["video"]["id"] == art.id  # the output's lineage leads to what produced it
+    assert missing == {"Sparkle_location_000000": "editor_outputs has no output for this sample"}
+
+
 class RecordedJudge:
     """A local OpenAI-compatible endpoint replying from a script: per edited video (the second video
     part, by its sha256) a list of replies, the last one repeated. Records every request. With
