@@ -5,6 +5,10 @@
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
                                                                   then every theme's assets
+    sparkle bench [--bench DIR]... [--openve CSV]... [--system NAME=DIR]... [--official NAME=DIR]...
+                  [--judge automatic|vlm] [--theme T]... [--no-bench-split]
+                                                                  Sparkle-Bench: every system judged on
+                                                                  the bench samples; prints the table
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
     sparkle lineage [dataset] [--at TIME]                         the exported dataset's rows and their clips
@@ -197,6 +201,18 @@ def _dagster_dev_signals() -> None:  # in the child, before exec
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(signal.SIGTERM)  # and it stops if `sparkle ui` itself is killed
+def cmd_bench(args) -> int:
+    from .core.themes import theme_name_problem
+    from .evaluation.run import run_bench
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    home = configure_env(args.home)
+    instance = open_home(home, "sparkle bench")
+    if instance is None:
+        return 2
+    return run_bench(args, home, instance)
 
 
 def cmd_ui(args) -> int:
@@ -388,6 +404,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="only the theme-independent assets (ingest, fixed-camera filter, masks, clean backgrounds)")
     run.add_argument("--verbose", action="store_true", help="print Dagster's own log instead of one line per step")
     run.set_defaults(fn=cmd_run)
+    bench = sub.add_parser("bench", help="score every system on the bench samples and print the table")
+    bench.add_argument("--bench", action="append", default=[], help="a Sparkle-Bench folder (repeatable)")
+    bench.add_argument("--openve", action="append", default=[], help="an OpenVE-Bench CSV (repeatable)")
+    bench.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
+                       help="an editing model's outputs (Kiwi-Edit layout or flat {id}_edited.mp4; repeatable)")
+    bench.add_argument("--official", action="append", default=[], metavar="NAME=DIR",
+                       help="a folder of official *_sparkle_score.jsonl results to show beside ours (repeatable)")
+    bench.add_argument("--judge", choices=["automatic", "vlm"], help="the judge (default automatic)")
+    bench.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable)")
+    bench.add_argument("--no-bench-split", action="store_true", help="leave out our own bench_split samples")
+    bench.set_defaults(fn=cmd_bench)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the UI to answer")

@@ -496,6 +496,16 @@ class Lineage:
                 visited.update(frontier)
         return reached
 
+    def artifacts_by_id(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The artifact rows with these ids (params and info parsed), by id."""
+        if not ids:
+            return {}
+        rows = self.query("SELECT * FROM artifact WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
+        for r in rows:
+            r["params"] = json.loads(r["params"]) if r["params"] else {}
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        return {r["id"]: r for r in rows}
+
     def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
         """For each artifact id: the artifacts of `kind` it was (transitively) made from (itself
         included when it is of that kind). One index lookup per level for all ids together."""

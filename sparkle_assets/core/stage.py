@@ -47,6 +47,7 @@ class Stage:
     reads: tuple[str, ...] = ()
     by_products: tuple[str, ...] = ()
     per_theme: bool = False
+    group: str | None = None  # default: `theme` for per-theme stages, else `theme_independent`
 
     @property
     def parents(self) -> dict[str, str]:
@@ -79,7 +80,7 @@ class Stage:
                     raise dg.Failure(description=f"{where}: {exc}") from exc
 
             return dg.asset(name=self.name, deps=self.deps, code_version=self.code_version,
-                            group_name="theme" if self.per_theme else "theme_independent",
+                            group_name=self.group or ("theme" if self.per_theme else "theme_independent"),
                             partitions_def=theme_partitions if self.per_theme else None,
                             kinds=set(kinds) | {"duckdb"}, pool=pool, description=description)(body)
         return decorate
