@@ -7,8 +7,11 @@
                                                                   then every theme's assets
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
-    sparkle lineage derived CLIP_OR_ARTIFACT                      everything derived from it
-    sparkle lineage sources ARTIFACT                              every source behind it
+    sparkle train [--config NAME]... [--no-outputs]               train (or reuse, or resume) the editor of each
+                                                                  training configuration (training/*.yaml,
+                                                                  default: tiny), then edit the bench with it
+    sparkle lineage derived CLIP_OR_ARTIFACT [--kind K]           everything derived from it (of kind K)
+    sparkle lineage sources ARTIFACT [--kind K]                   every source behind it (of kind K)
     sparkle lineage sql "SELECT ..."                              any read-only query
 
 Every subcommand takes --home (default $SPARKLE_HOME or ./.sparkle).
@@ -116,6 +119,41 @@ def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
         print(f"  {theme:<10}{cells}   {where}")
 
 
+def cmd_train(args) -> int:
+    home = configure_env(args.home)
+    import dagster as dg
+
+    from .definitions import defs
+    from .evaluation.run_configs import register_run_configs
+    from .evaluation.trainer import default_training_dir
+
+    instance = dg.DagsterInstance.get()
+    _, errors = register_run_configs(instance, default_training_dir())
+    for message in errors.values():
+        print(f"skipping invalid training configuration: {message}", file=sys.stderr)
+    known = set(instance.get_dynamic_partitions("run_config"))
+    unknown = sorted(set(args.config) - known)
+    if unknown:
+        print(f"no valid training configuration {', '.join(unknown)} in {default_training_dir()}", file=sys.stderr)
+        return 2
+    selection = ["editor_checkpoint"] + ([] if args.no_outputs else ["editor_outputs"])
+    job = defs.resolve_job_def("train_editor")
+    ok = True
+    db = _lineage(home)
+    for name in args.config:
+        run = job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False,
+                                     asset_selection=[dg.AssetKey(k) for k in selection])
+        ok &= run.success
+        for row in db.query("SELECT asset_key, summary FROM materialization WHERE run_id = ?", [run.run_id]):
+            print(f"{row['asset_key']}[{name}]: {row['summary']}")
+        if not run.success:
+            failure = next((e for e in run.all_events if e.event_type_value == "STEP_FAILURE"), None)
+            print(f"{name}: FAILED: {failure.event_specific_data.error.message.strip() if failure else '?'}",
+                  file=sys.stderr)
+    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Bench edits: {home / 'editor_outputs'}/<config>/")
+    return 0 if ok else 1
+
+
 def cmd_ui(args) -> int:
     configure_env(args.home)
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
@@ -142,6 +180,7 @@ def cmd_lineage(args) -> int:
             rows = db.query(args.ref)
         else:
             rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
+            rows = [r for r in rows if args.kind in (None, r["kind"])]
     except KeyError as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
@@ -165,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
     run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
     run.set_defaults(fn=cmd_run)
+    train = sub.add_parser("train", help="train the editor of a training configuration, then edit the bench")
+    train.add_argument("--config", action="append", default=[],
+                       help="a training configuration (file name in training/, repeatable; default: tiny)")
+    train.add_argument("--no-outputs", action="store_true", help="only the checkpoint, not editor_outputs")
+    train.set_defaults(fn=cmd_train)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)
@@ -172,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     lin = sub.add_parser("lineage", help="query the lineage database")
     lin.add_argument("what", choices=["derived", "sources", "sql"])
     lin.add_argument("ref", help="clip id or artifact id (or a SQL query for `sql`)")
+    lin.add_argument("--kind", help="only artifacts of this kind (derived / sources), e.g. dataset_row")
     lin.set_defaults(fn=cmd_lineage)
     args = parser.parse_args(argv)
+    if args.command == "train" and not args.config:
+        args.config = ["tiny"]
     return args.fn(args)
 
 

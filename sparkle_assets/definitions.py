@@ -1,9 +1,11 @@
 """The sparkle code location: every asset, check, job, schedule, sensor and resource, exposed as `defs`.
 
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
-per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition) and
+per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition),
 `refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
-runs for every theme partition.
+runs for every theme partition, and `train_editor` (a checkpoint and its bench outputs, per
+`run_config` partition), which runs only when asked: the `editor_retraining` automation sensor that
+would retrain stale checkpoints is off by default.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import dagster as dg
 
 from .core.resources import default_resources
 from .core.themes import theme_partitions, theme_taxonomy
+from .evaluation.editor_checkpoint import editor_checkpoint
+from .evaluation.editor_outputs import editor_outputs
+from .evaluation.run_configs import run_config_partitions, training_configs
+from .evaluation.trainer import evaluation_resources
 from .stages.per_clip.clean_backgrounds import clean_backgrounds
 from .stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
 from .stages.per_clip.source_clips import source_clips
@@ -32,6 +38,7 @@ CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]
 THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos, guidance_videos,
                 edited_videos, pair_scores, *CHEAP_ASSETS]
 ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
+EVALUATION_ASSETS = [editor_checkpoint, editor_outputs]
 CHECKS = [foreground_masks_quality, curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 theme_independent = dg.define_asset_job(
@@ -46,6 +53,13 @@ sparkle_main = dg.define_asset_job(
 refilter = dg.define_asset_job(
     "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,
     description="Thresholds re-applied to the stored scores, then the export and bench split: no video decoded.")
+train_editor = dg.define_asset_job(
+    "train_editor", selection=dg.AssetSelection.assets(*EVALUATION_ASSETS), partitions_def=run_config_partitions,
+    description="Train (or reuse, or resume) one run_config's checkpoint, then edit the bench sources with it.")
+editor_retraining = dg.AutomationConditionSensorDefinition(
+    "editor_retraining", target=dg.AssetSelection.assets(editor_checkpoint),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Off by default. Turned on, it retrains a checkpoint when the dataset export it depends on changes.")
 
 
 @dg.schedule(job=refilter, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -58,6 +72,7 @@ def nightly_refilter(context: dg.ScheduleEvaluationContext):
     return [dg.RunRequest(run_key=f"refilter-{theme}-{date}", partition_key=theme) for theme in sorted(themes)]
 
 
-defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=CHECKS,
-                      jobs=[theme_independent, theme_assets, sparkle_main, refilter], schedules=[nightly_refilter],
-                      sensors=[theme_taxonomy], resources=default_resources())
+defs = dg.Definitions(assets=ALL_ASSETS + EVALUATION_ASSETS, asset_checks=CHECKS,
+                      jobs=[theme_independent, theme_assets, sparkle_main, refilter, train_editor],
+                      schedules=[nightly_refilter], sensors=[theme_taxonomy, training_configs, editor_retraining],
+                      resources={**default_resources(), **evaluation_resources()})
