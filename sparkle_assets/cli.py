@@ -9,7 +9,8 @@
     sparkle env                                                   export lines for plain `dagster`
     sparkle train [--config NAME]... [--no-outputs]               train (or reuse, or resume) the editor of each
                                                                   training configuration (training/*.yaml,
-                                                                  default: tiny), then edit the bench with it
+                                                                  default: tiny), then every theme's bench
+                                                                  samples with every checkpoint
     sparkle lineage derived CLIP_OR_ARTIFACT [--kind K]           everything derived from it (of kind K)
     sparkle lineage sources ARTIFACT [--kind K]                   every source behind it (of kind K)
     sparkle lineage sql "SELECT ..."                              any read-only query
@@ -136,21 +137,24 @@ def cmd_train(args) -> int:
     if unknown:
         print(f"no valid training configuration {', '.join(unknown)} in {default_training_dir()}", file=sys.stderr)
         return 2
-    selection = ["editor_checkpoint"] + ([] if args.no_outputs else ["editor_outputs"])
-    job = defs.resolve_job_def("train_editor")
-    ok = True
     db = _lineage(home)
-    for name in args.config:
-        run = job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False,
-                                     asset_selection=[dg.AssetKey(k) for k in selection])
+    runs = [("train_editor", name) for name in args.config]
+    if not args.no_outputs:
+        runs += [("edit_bench", theme) for theme in sorted(instance.get_dynamic_partitions("theme"))]
+    ok = True
+    for job, partition in runs:
+        run = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition,
+                                                           raise_on_error=False)
         ok &= run.success
         for row in db.query("SELECT asset_key, summary FROM materialization WHERE run_id = ?", [run.run_id]):
-            print(f"{row['asset_key']}[{name}]: {row['summary']}")
+            print(f"{row['asset_key']}[{partition}]: {row['summary']}")
         if not run.success:
             failure = next((e for e in run.all_events if e.event_type_value == "STEP_FAILURE"), None)
-            print(f"{name}: FAILED: {failure.event_specific_data.error.message.strip() if failure else '?'}",
-                  file=sys.stderr)
-    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Bench edits: {home / 'editor_outputs'}/<config>/")
+            print(f"{job}[{partition}]: FAILED: "
+                  f"{failure.event_specific_data.error.message.strip() if failure else '?'}", file=sys.stderr)
+            if job == "train_editor":
+                return 1
+    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Bench edits: {home / 'editor_outputs'}/<config>/<theme>/")
     return 0 if ok else 1
 
 

@@ -3,9 +3,9 @@
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
 per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition),
 `refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
-runs for every theme partition, and `train_editor` (a checkpoint and its bench outputs, per
-`run_config` partition), which runs only when asked: the `editor_retraining` automation sensor that
-would retrain stale checkpoints is off by default.
+runs for every theme partition, `train_editor` (one `run_config`'s checkpoint), which runs only when
+asked (the `editor_retraining` automation sensor that would retrain stale checkpoints is off by
+default), and `edit_bench` (every checkpoint's edits of one theme's bench samples).
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ refilter = dg.define_asset_job(
     "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,
     description="Thresholds re-applied to the stored scores, then the export and bench split: no video decoded.")
 train_editor = dg.define_asset_job(
-    "train_editor", selection=dg.AssetSelection.assets(*EVALUATION_ASSETS), partitions_def=run_config_partitions,
-    description="Train (or reuse, or resume) one run_config's checkpoint, then edit the bench sources with it.")
+    "train_editor", selection=dg.AssetSelection.assets(editor_checkpoint), partitions_def=run_config_partitions,
+    description="Train (or reuse, or resume) one run_config's checkpoint.")
+edit_bench = dg.define_asset_job(
+    "edit_bench", selection=dg.AssetSelection.assets(editor_outputs), partitions_def=theme_partitions,
+    description="Every trained checkpoint's edits of one theme's bench samples (reused when unchanged).")
 editor_retraining = dg.AutomationConditionSensorDefinition(
     "editor_retraining", target=dg.AssetSelection.assets(editor_checkpoint),
     default_status=dg.DefaultSensorStatus.STOPPED,
@@ -73,6 +76,6 @@ def nightly_refilter(context: dg.ScheduleEvaluationContext):
 
 
 defs = dg.Definitions(assets=ALL_ASSETS + EVALUATION_ASSETS, asset_checks=CHECKS,
-                      jobs=[theme_independent, theme_assets, sparkle_main, refilter, train_editor],
+                      jobs=[theme_independent, theme_assets, sparkle_main, refilter, train_editor, edit_bench],
                       schedules=[nightly_refilter], sensors=[theme_taxonomy, training_configs, editor_retraining],
                       resources={**default_resources(), **evaluation_resources()})

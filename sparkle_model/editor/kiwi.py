@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .train import loss_curve_png
+from .loss_curve import loss_curve_png
 
 TRAIN_SCRIPT, INFER_SCRIPT = "train.py", "demo.py"
 WEIGHTS = "model.safetensors"  # the name Kiwi-Edit's released checkpoints use
