@@ -54,6 +54,11 @@ def run(request: dict, report: Reporter) -> dict:
 
         torch.set_flush_denormal(True)  # random-weight models are 10-30x faster on CPU with it
     if request["task"] == "train":
+        done = Path(request["work_dir"]) / "result.json"
+        if done.is_file():  # finished before, but not yet stored (the asset's process died after training)
+            result = json.loads(done.read_text())
+            report({"event": "start", "resumed_from_step": result["steps"], "steps": result["steps"], "finished": True})
+            return result
         if backend == "kiwi_edit":
             from sparkle_model.editor.kiwi import run_training
 

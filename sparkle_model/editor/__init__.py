@@ -8,7 +8,7 @@ trained with flow matching.
     model.py    the in-context editor (loss, sampling) and the backends that build it: tiny, lora
     data.py     decoding training pairs and bench sources at the training size
     train.py    the training loop (accelerate; resumable state; progress events)
-    loss_curve.py  the loss curve as a PNG
+    run_files.py   what a finished run leaves beside its weights: editor_config.json, loss.json, loss.png
     infer.py    editing whole videos window by window with a saved checkpoint
     kiwi.py     Kiwi-Edit's own train.py / demo.py: its CSV, its command lines, its loss lines
 """

@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .loss_curve import loss_curve_png
+from .run_files import write_run_files
 
 TRAIN_SCRIPT, INFER_SCRIPT = "train.py", "demo.py"
 WEIGHTS = "model.safetensors"  # the name Kiwi-Edit's released checkpoints use
@@ -77,10 +77,6 @@ def run_training(request: dict, report: Callable[[dict], None], log: Callable[[s
     """Run train.py to the end, streaming its loss lines as `step` events; returns result.json's dict."""
     work = Path(request["work_dir"])
     work.mkdir(parents=True, exist_ok=True)
-    if (work / "result.json").is_file():
-        result = json.loads((work / "result.json").read_text())
-        report({"event": "start", "resumed_from_step": result["steps"], "steps": result["steps"], "finished": True})
-        return result
     settings, cfg = request["settings"], request["config"]
     kiwi_dir, out_dir = Path(settings["kiwi_edit_dir"]), work / "kiwi_output"
     out_dir.mkdir(exist_ok=True)
@@ -122,10 +118,8 @@ def run_training(request: dict, report: Callable[[dict], None], log: Callable[[s
     shutil.rmtree(final, ignore_errors=True)
     final.mkdir()
     shutil.copyfile(saved[-1][1], final / WEIGHTS)
-    (final / "editor_config.json").write_text(json.dumps(
-        {"backend": "kiwi_edit", "command": command, **{k: cfg[k] for k in ("height", "width", "frames")}}, indent=1))
-    (final / "loss.json").write_text(json.dumps({"step": list(range(1, len(losses) + 1)), "loss": losses}))
-    (final / "loss.png").write_bytes(loss_curve_png(losses))
+    write_run_files(final, {"backend": "kiwi_edit", "command": command,
+                            **{k: cfg[k] for k in ("height", "width", "frames")}}, losses)
     result = {"steps": len(losses), "resumed_from_step": resumed, "first_loss": losses[0], "final_loss": losses[-1],
               "weights": WEIGHTS, "final_dir": str(final), "kiwi_checkpoint": saved[-1][1].name,
               "processes": settings["processes"]}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .data import Pair, PairBank
-from .loss_curve import loss_curve_png
+from .run_files import write_run_files
 from .model import TINY_WEIGHTS, build_lora, build_tiny, save_lora
 
 Report = Callable[[dict], None]
@@ -80,15 +80,11 @@ def _build(request: dict, device: str):
 
 
 def train(request: dict, report: Report) -> dict:
-    """Train (or resume, or find finished) the run described by `request`; returns result.json's dict."""
+    """Train (or resume) the run described by `request`; returns result.json's dict."""
     from accelerate import Accelerator
 
     work = Path(request["work_dir"])
     work.mkdir(parents=True, exist_ok=True)
-    if (work / "result.json").is_file():
-        result = json.loads((work / "result.json").read_text())
-        report({"event": "start", "resumed_from_step": result["steps"], "steps": result["steps"], "finished": True})
-        return result
     cfg, settings = request["config"], request["settings"]
     device = settings.get("device", "cpu")
     mixed = cfg["mixed_precision"] if device.startswith("cuda") else "no"
@@ -170,7 +166,5 @@ def save_final(work: Path, transformer, editor_config: dict, losses: list[float]
     else:
         weights = final / TINY_WEIGHTS
         save_file({k: v.detach().cpu().contiguous() for k, v in transformer.state_dict().items()}, str(weights))
-    (final / "editor_config.json").write_text(json.dumps(editor_config, indent=1))
-    (final / "loss.json").write_text(json.dumps({"step": list(range(1, len(losses) + 1)), "loss": losses}))
-    (final / "loss.png").write_bytes(loss_curve_png(losses))
+    write_run_files(final, editor_config, losses)
     return {"weights": weights.name, "final_dir": str(final)}

@@ -1,9 +1,20 @@
-"""The loss curve of a training run as a PNG (OpenCV only, so Kiwi-Edit's runs draw it without torch)."""
+"""The files every finished training run leaves beside its weights, whichever backend trained it:
+`editor_config.json` (what rebuilds the model), `loss.json` (per-step numbers) and `loss.png`. No
+torch here, so Kiwi-Edit's runs write them without it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+
+def write_run_files(final: Path, editor_config: dict, losses: list[float]) -> None:
+    (final / "editor_config.json").write_text(json.dumps(editor_config, indent=1))
+    (final / "loss.json").write_text(json.dumps({"step": list(range(1, len(losses) + 1)), "loss": losses}))
+    (final / "loss.png").write_bytes(loss_curve_png(losses))
 
 
 def loss_curve_png(losses: list[float], width: int = 640, height: int = 300) -> bytes:
