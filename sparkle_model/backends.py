@@ -27,11 +27,13 @@ def mask_backend(settings: dict):
 
 
 def vlm(settings: dict):
-    """A client with `generate(prompt, images) -> str`, or None for `{"name": "none"}`."""
+    """A client with `generate(prompt, images, videos=None) -> str`, or None for `{"name": "none"}`.
+    An endpoint's settings come from `VlmResource.settings()`, which reads them from the environment."""
     from .vlm import EndpointVlm, LocalVlm
 
     if settings["name"] == "endpoint":
-        return EndpointVlm(settings["base_url"], settings["model"], settings["api_key_env"])
+        return EndpointVlm(settings["base_url"], settings["model"], settings["api_key_env"],
+                           azure_api_version=settings["azure_api_version"])
     if settings["name"] == "local":
         return cached(("vlm", settings["model_dir"], settings["device"]),
                       lambda: LocalVlm(settings["model_dir"], settings["device"]))

@@ -2,8 +2,9 @@
 
 sam2's own builder needs hydra-core, which pins antlr4 4.9 and breaks Dagster's asset-selection
 parser (dagster issue 27487); sam2 is therefore installed with --no-deps and its models are built
-here: a no-op hydra stand-in for `sam2/__init__`, a YAML loader, and `_target_` instantiation.
-The resulting modules and state-dict keys are identical to hydra's build.
+here: a no-op hydra stand-in for `sam2/__init__`, a safe YAML loader, and `_target_` instantiation
+restricted to sam2's own model classes (a YAML naming `os.system` or any other callable is refused
+before anything is built). The resulting modules and state-dict keys are identical to hydra's build.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ VIDEO_POSTPROCESSING = {"model.binarize_mask_from_pts_for_mem_enc": True, "model
 
 def stub_hydra() -> None:
     """Give `sam2/__init__` a no-op hydra when the real one is missing."""
-    if importlib.util.find_spec("hydra") is not None:
+    if "hydra" in sys.modules or importlib.util.find_spec("hydra") is not None:
         return
     hydra = types.ModuleType("hydra")
     core = types.ModuleType("hydra.core")
@@ -65,14 +66,47 @@ _Loader.add_implicit_resolver(
 )
 
 
+TARGET_RE = re.compile(r"sam2(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+class Sam2ConfigError(ValueError):
+    """A SAM 2 config that names something other than one of sam2's own model classes."""
+
+
+def _target_class(target: object) -> type:
+    """The class a `_target_` names, if it is a torch module class defined in the sam2 package;
+    a config is data, so nothing else (os.system, subprocess.Popen, builtins...) is ever called."""
+    import torch
+
+    if not isinstance(target, str) or not TARGET_RE.fullmatch(target):
+        raise Sam2ConfigError(f"_target_ {target!r} is not a sam2 class (only sam2.* model classes are built)")
+    module, _, name = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise Sam2ConfigError(f"_target_ {target!r} does not exist: {exc}") from None
+    if not (isinstance(obj, type) and obj.__module__.startswith("sam2.") and issubclass(obj, torch.nn.Module)):
+        raise Sam2ConfigError(f"_target_ {target!r} is not a sam2 model class")
+    return obj
+
+
+def _check_targets(node) -> None:
+    """Every `_target_` in a config tree is a sam2 model class (checked before anything is built)."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            _target_class(node["_target_"])
+        for value in node.values():
+            _check_targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            _check_targets(value)
+
+
 def _instantiate(node):
     if isinstance(node, dict):
         node = {k: _instantiate(v) for k, v in node.items()}
         target = node.pop("_target_", None)
-        if target is None:
-            return node
-        module, _, name = target.rpartition(".")
-        return getattr(importlib.import_module(module), name)(**node)
+        return node if target is None else _target_class(target)(**node)
     if isinstance(node, list):
         return [_instantiate(v) for v in node]
     return node
@@ -111,6 +145,7 @@ def build_sam2(config_file: str = "configs/sam2.1/sam2.1_hiera_t.yaml", *, video
     settings.update(overrides or {})
     for key, value in settings.items():
         _set(cfg, key, value)
+    _check_targets(cfg["model"])
     model = _instantiate(cfg["model"])
     if checkpoint is not None:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)

@@ -171,7 +171,7 @@ def parse_theme(path: str | Path) -> Theme:
     if not isinstance(data, dict):
         raise TaxonomyError(path, "", "must be a YAML mapping with name, render and subthemes")
     name = _text(data, "name", path, "")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise TaxonomyError(path, "name", f"must be lower-case letters, digits and _ (it is a partition key), got {name!r}")
     if name != path.stem:
         raise TaxonomyError(path, "name", f"{name!r} does not match the file name {path.name!r}")

@@ -2,11 +2,19 @@
 
 Decoding uses OpenCV (the fastest decoder here); encoding uses the ffmpeg binary shipped in
 imageio-ffmpeg (libx264, yuv420p), since OpenCV cannot write H.264. Frames are RGB uint8 arrays.
+
+Headers are untrusted: `probe` refuses files whose declared size, duration or pixels x frames are
+absurd before anything is allocated from them (`MAX_*` below), `check_file` says what a path that is
+not a regular file is, and `decode_check` decodes only the frames a caller needs with a decoder that
+reports errors (corrupt bytes, a stream that contradicts its header).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +26,10 @@ MIN_SIDE = 32
 MAX_SIDE = 8192
 MAX_ASPECT = 8.0
 MAX_FPS = 240.0
+MAX_FILE_BYTES = 16 << 30  # 16 GiB
+MAX_DURATION_S = 4 * 3600.0  # as declared: frames / fps
+MAX_FRAMES = 1_000_000  # a declared frame count above this is refused, never used to size anything
+MAX_PIXEL_FRAMES = 4 * 10 ** 12  # declared width x height x frames (4K at 30 fps for ~4 h)
 
 
 class VideoError(ValueError):
@@ -29,28 +41,50 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    frames: int  # as declared by the container; decode_check counts the real number
+    frames: int  # as declared by the container (0 if unknown); decode_check counts the real number
+
+
+def check_file(path: str | os.PathLike) -> int:
+    """The size of a regular, readable, non-empty file; a VideoError saying what it is otherwise
+    (missing, a broken or looping symlink, a directory, a device or pipe, unreadable, empty, huge)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VideoError("a symlink loop, not a video file") from None
+        if exc.errno == errno.ENOENT and path.is_symlink():
+            raise VideoError(f"a broken symlink (to {os.readlink(path)}), not a video file") from None
+        if exc.errno == errno.ENOENT:
+            raise VideoError("file not found") from None
+        raise VideoError(f"cannot read it: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise VideoError("a directory, not a video file")
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoError("not a regular file (a device, pipe or socket)")
+    if not os.access(path, os.R_OK):
+        raise VideoError("cannot read it: permission denied")
+    if st.st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise VideoError(f"too large: {st.st_size / 2 ** 30:.1f} GiB (the limit is {MAX_FILE_BYTES >> 30} GiB)")
+    return st.st_size
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Container facts, with a VideoError for files that are empty, unreadable or absurd."""
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"not a file: {path}")
-    if path.stat().st_size == 0:
-        raise VideoError("empty file (0 bytes)")
+    """Container facts, with a VideoError for files that are not videos or whose header is absurd."""
+    check_file(path)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise VideoError("not a readable video (no decoder could open it)")
-        info = VideoInfo(
-            width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-            height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-            frames=int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
-        )
+        width, height = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        fps, frames = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
     finally:
         cap.release()
+    finite = [v if np.isfinite(v) else -1.0 for v in (width, height, fps, frames)]
+    info = VideoInfo(width=int(finite[0]), height=int(finite[1]), fps=float(finite[2] if finite[2] > 0 else 0.0),
+                     frames=int(min(max(finite[3], 0), 2 ** 62)))
     if info.width <= 0 or info.height <= 0:
         raise VideoError("no video stream")
     if not (MIN_SIDE <= min(info.width, info.height) and max(info.width, info.height) <= MAX_SIDE):
@@ -61,7 +95,35 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         raise VideoError(f"absurd aspect ratio {info.width}x{info.height} (more than {MAX_ASPECT}:1)")
     if not (0 < info.fps <= MAX_FPS):
         raise VideoError(f"absurd frame rate {info.fps:g} fps")
+    if info.frames > MAX_FRAMES or info.frames / info.fps > MAX_DURATION_S:
+        raise VideoError(f"absurd header: it declares {info.frames} frames ({info.frames / info.fps / 3600:.1f} h "
+                         f"at {info.fps:g} fps; the limits are {MAX_FRAMES} frames and {MAX_DURATION_S / 3600:g} h)")
+    if info.width * info.height * info.frames > MAX_PIXEL_FRAMES:
+        raise VideoError(f"absurd header: {info.width}x{info.height} x {info.frames} frames is more than "
+                         f"{MAX_PIXEL_FRAMES:.0e} pixels")
     return info
+
+
+def decode_check(path: str | os.PathLike, max_frames: int, timeout: float | None = None) -> int:
+    """Decode up to `max_frames` frames of the first video stream with ffmpeg, which reports what
+    OpenCV conceals (damaged packets, a picture size that contradicts the stream); returns how many
+    frames decoded, or raises a VideoError quoting the decoder's first errors. Nothing is kept in
+    memory: frames go to ffmpeg's null output."""
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",
+           "-frames:v", str(int(max_frames)), "-f", "null", "-progress", "pipe:1", "-nostats", "-"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise VideoError(f"decoding {max_frames} frames took longer than {timeout:.0f} s") from None
+    errors = [line.split("] ")[-1].strip() for line in done.stderr.splitlines() if line.strip()]
+    if errors or done.returncode != 0:
+        shown = "; ".join(dict.fromkeys(errors[:6])) or f"ffmpeg exit status {done.returncode}"
+        raise VideoError(f"corrupt: decoder errors: {shown[:300]}")
+    counts = [int(line.split("=", 1)[1]) for line in done.stdout.splitlines()
+              if line.startswith("frame=") and line.split("=", 1)[1].strip().isdigit()]
+    return counts[-1] if counts else 0
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
@@ -84,6 +146,22 @@ def first_frame(path: str | os.PathLike) -> np.ndarray:
     for frame in iter_frames(path):
         return frame
     raise VideoError(f"{Path(path).name} has no frames")
+
+
+def sample_frames(path: str | os.PathLike, count: int) -> list[np.ndarray]:
+    """`count` frames spread evenly over a video; decoding stops after the last one needed (the
+    declared frame count has passed `probe`'s limits; it sizes nothing but the index list)."""
+    declared = probe(path).frames
+    wanted = sorted({int(i) for i in np.linspace(0, declared - 1, count).round()}) if declared > 0 else list(range(count))
+    out = []
+    for index, frame in enumerate(iter_frames(path)):
+        if index == wanted[len(out)]:
+            out.append(frame)
+            if len(out) == len(wanted):
+                break
+    if not out:
+        raise VideoError(f"no decodable frames in {path}")
+    return out
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:

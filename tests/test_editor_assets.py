@@ -20,9 +20,11 @@ import yaml
 
 from sparkle_assets.core.lineage import Lineage
 from sparkle_assets.core.resources import default_resources
-from sparkle_assets.definitions import CHEAP_ASSETS, THEME_ASSETS, THEME_INDEPENDENT, defs, editor_retraining
+from sparkle_assets.definitions import BENCH_ASSETS, CHEAP_ASSETS, THEME_ASSETS, THEME_INDEPENDENT, defs, editor_retraining
+from sparkle_assets.evaluation.bench_results import bench_results
 from sparkle_assets.evaluation.editor_checkpoint import editor_checkpoint
 from sparkle_assets.evaluation.editor_outputs import editor_outputs
+from sparkle_assets.evaluation.resources import bench_resources
 from sparkle_assets.evaluation.run_configs import training_configs
 from sparkle_assets.evaluation.trainer import evaluation_resources
 from sparkle_model.video import probe
@@ -77,9 +79,13 @@ def write_config(built, name: str, **fields) -> str:
     return name
 
 
+def resources() -> dict:
+    return {**default_resources(), **bench_resources(), **evaluation_resources()}
+
+
 def run(built, assets, name, ok=True):
-    result = dg.materialize(assets, resources={**default_resources(), **evaluation_resources()}, partition_key=name,
-                            instance=built["instance"], raise_on_error=False, selection=assets)
+    result = dg.materialize(assets, resources=resources(), partition_key=name, instance=built["instance"],
+                            raise_on_error=False, selection=assets)
     assert result.success == ok, [e.event_specific_data.error.message for e in result.all_events
                                   if e.event_type_value == "STEP_FAILURE"]
     return result
@@ -161,16 +167,23 @@ def test_checkpoint_resumes_after_kill_links_its_rows_is_reused_edits_the_bench_
     assert not [e for e in again.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert not (home / "training" / ckpt).exists()
 
-    run(built, [editor_outputs], "time")
+    # the bench: the checkpoint's edits are a system of the table, next to the baselines
+    run(built, BENCH_ASSETS, "time")
+    assert dg.materialize([bench_results], resources=resources(), instance=built["instance"]).success
+    table = json.loads((home / "bench_results" / "results.json").read_text())
+    assert {"identity", "static_composite", "pipeline", "editor_tiny"} <= set(table)
+    assert table["editor_tiny"]["counts"]["n"] == 1 and table["editor_tiny"]["macro"]
+    sample = db.current_artifacts("bench_samples", "time", kind="bench_sample")
     made = db.current_artifacts("editor_outputs", "time", kind="bench_output")
     task = bench[0]["info"]["task"]
-    assert [(m["clip_id"], m["info"]["system"]) for m in made] == [(task, "editor_tiny")]
+    assert len(sample) == 1 and [(m["clip_id"], m["info"]["system"]) for m in made] == [(task, "editor_tiny")]
     edited = home / "editor_outputs" / name / "time" / f"{task}_edited.mp4"
     source = home / "bench" / "source_videos" / "time" / f"{task}.mp4"
     assert probe(edited).frames == probe(source).frames and probe(edited).width == probe(source).width
     edges = {(e["parent_id"], e["role"]) for e in db.query("SELECT * FROM artifact_edge WHERE child_id = ?",
                                                              [made[0]["id"]])}
-    assert edges == {(ckpt, "checkpoint"), (bench[0]["id"], "sample")}
+    assert edges == {(ckpt, "checkpoint"), (sample[0]["id"], "sample")}
+    assert outputs_summary(db)["editor_tiny"]["computed"] == 1
     run(built, [editor_outputs], "time")
     assert outputs_summary(db)["editor_tiny"] == {"checkpoint": ckpt, "outputs": 1, "computed": 0, "reused": 1,
                                                   "failed": 0}

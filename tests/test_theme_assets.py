@@ -139,7 +139,7 @@ def test_rerun_reuses_and_thresholds_rejudge_without_recompute(project):
     assert summary(db, reseeded.run_id)[("instructions", "time")]["computed"] == 2
 
 
-def test_real_backends_through_the_assets(project, tmp_path):
+def test_real_backends_through_the_assets(project, tmp_path, monkeypatch):
     """The diffusers edit and image-to-video pipelines (tiny random weights) and a VLM endpoint run
     inside the theme assets; this checks plumbing, not picture quality."""
     from tiny_models import build_random_alexnet, build_tiny_clip, build_tiny_inpaint, build_tiny_vace, build_tiny_wan_i2v
@@ -150,9 +150,10 @@ def test_real_backends_through_the_assets(project, tmp_path):
                                             "fronds swaying, under a bright sky with clouds drifting slowly.",
                              "original_scene": "A red square in front of a textured wall.",
                              "prompt_following": 9, "consistency": 9, "perceptual_quality": 9})
+    monkeypatch.setenv("SPARKLE_VLM_URL", server.url)  # the endpoint comes from the environment only
     try:
         res = {**resources,
-               "vlm": VlmResource(backend="endpoint", base_url=server.url, model="judge"),
+               "vlm": VlmResource(backend="endpoint", model="judge"),
                "edit_backend": EditBackendResource(backend="diffusers", model_dir=str(build_tiny_inpaint(tmp_path / "inp")),
                                                    steps=2, max_side=64, scorer="vlm"),
                "video_backend": VideoBackendResource(backend="diffusers", model_dir=str(build_tiny_wan_i2v(tmp_path / "i2v")),

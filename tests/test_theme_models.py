@@ -3,9 +3,10 @@ the diffusers backends (tiny random weights) and the VLM endpoint client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -165,15 +166,23 @@ def test_diffusers_backends_with_tiny_random_weights(tiny_pipelines):
 
 
 class FakeChatServer:
-    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests)."""
+    """A local OpenAI-compatible chat endpoint answering with canned JSON (records the requests).
+    With `redirect_to` it answers every request with a redirect (`status`) to that URL instead."""
 
-    def __init__(self, reply: dict):
+    def __init__(self, reply: dict, redirect_to: str | None = None, status: int = 302):
         requests = self.requests = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                requests.append({"path": self.path, "body": json.loads(raw) if raw else None,
+                                 "auth": self.headers.get("Authorization"), "api_key": self.headers.get("api-key")})
+                if redirect_to:
+                    self.send_response(status)
+                    self.send_header("Location", redirect_to + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = json.dumps({"choices": [{"message": {"content": "Sure:\n" + json.dumps(reply)}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -181,15 +190,18 @@ class FakeChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            do_GET = do_POST  # urllib used to follow a 302 as a GET
+
             def log_message(self, *args):
                 pass
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 def test_vlm_endpoint_client(monkeypatch):
@@ -204,6 +216,21 @@ def test_vlm_endpoint_client(monkeypatch):
         content = req["body"]["messages"][0]["content"]
         assert [c["type"] for c in content] == ["image_url", "image_url", "text"]
         assert content[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        assert req["body"]["temperature"] == 0 and req["body"]["seed"] == 42
+        # videos go after the prompt as data:video/mp4 parts, as Sparkle's eval script sends them
+        monkeypatch.delenv("SPARKLE_VLM_API_KEY")
+        EndpointVlm(server.url, "judge").generate("judge these", [], videos=[b"mp4-one", b"mp4-two"])
+        req = server.requests[1]
+        assert req["auth"] is None  # no key configured: no Authorization header at all
+        content = req["body"]["messages"][0]["content"]
+        assert [c["type"] for c in content] == ["text", "image_url", "image_url"]
+        assert content[2]["image_url"]["url"] == "data:video/mp4;base64," + base64.b64encode(b"mp4-two").decode()
+        # Azure OpenAI: deployment path, api-version query, api-key header
+        monkeypatch.setenv("SPARKLE_VLM_API_KEY", "azkey")
+        EndpointVlm(server.url, "judge", azure_api_version="2024-03-01-preview").generate("hi", [])
+        req = server.requests[2]
+        assert req["path"] == "/v1/openai/deployments/judge/chat/completions?api-version=2024-03-01-preview"
+        assert req["api_key"] == "azkey" and req["auth"] is None
     finally:
         server.close()
     with pytest.raises(VlmError, match="failed after 1 tries"):

@@ -63,3 +63,18 @@ def test_resample_and_size():
     assert target_size(176, 144, 1280) == (176, 144)
     w, h = target_size(770, 433, 512)
     assert w % 16 == 0 and h % 16 == 0 and w == 512
+
+
+def test_sampled_frames_for_a_model_from_a_path_or_bytes(tmp_path):
+    from sparkle_model.video import sample_frames
+    from sparkle_model.vlm import VlmError, video_frames_for_model
+
+    path = make_clip(tmp_path / "a.mp4", frames=17, size=(64, 48))
+    every = read_video(path)
+    picked = sample_frames(path, 4)
+    assert len(picked) == 4 and np.array_equal(picked[0], every[0]) and np.array_equal(picked[-1], every[16])
+    assert np.array_equal(picked[1], every[5])  # round(16 / 3)
+    from_bytes = video_frames_for_model(path.read_bytes(), 4)
+    assert all(np.array_equal(a, b) for a, b in zip(picked, from_bytes))
+    with pytest.raises(VlmError, match="cannot read a video"):
+        video_frames_for_model(b"not a video at all" * 10)

@@ -1,7 +1,7 @@
 """How a step maps its per-clip function over the clips of a partition.
 
-One small interface, `ClipExecutor.map(fn, items) -> [Outcome]`, with an in-process and a
-process-pool implementation. The function must be a module-level callable and the items picklable,
+One small interface, `ClipExecutor.map(fn, items) -> [Outcome]`, with an in-process, a process-pool
+and a thread-pool implementation (for work that waits on a remote service, e.g. a VLM judge). The function must be a module-level callable and the items picklable,
 so that a distributed engine (Ray, Dask) can be plugged in as one more implementation without
 touching any stage. A failing item never raises out of `map`: its Outcome carries the error.
 """
@@ -74,9 +74,25 @@ class ProcessPoolExecutor(ClipExecutor):
             return out
 
 
+class ThreadPoolExecutor(ClipExecutor):
+    """At most `workers` items at a time in threads of this process: bounded concurrency for calls
+    that wait on a service."""
+
+    def __init__(self, workers: int = 4):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+
+    def map(self, fn, items):
+        with cf.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda item: _call(fn, item), items))
+
+
 def make_executor(kind: str, workers: int = 2) -> ClipExecutor:
     if kind == "in_process":
         return InProcessExecutor()
     if kind == "process_pool":
         return ProcessPoolExecutor(workers)
-    raise ValueError(f"unknown executor {kind!r}: use 'in_process' or 'process_pool'")
+    if kind == "thread_pool":
+        return ThreadPoolExecutor(workers)
+    raise ValueError(f"unknown executor {kind!r}: use 'in_process', 'process_pool' or 'thread_pool'")

@@ -92,6 +92,18 @@ ARTIFACT_COLUMNS = ("id", "kind", "asset_key", "partition", "clip_id", "theme", 
                     "content_hash", "code_version", "params", "run_id", "created_at", "status",
                     "reason", "info")
 UNPARTITIONED = ""  # the partition value of assets without partitions
+# the SQL console: the database file only, read-only; settings cannot be changed back
+CONSOLE_CONFIG = {"enable_external_access": False, "autoload_known_extensions": False,
+                  "autoinstall_known_extensions": False, "lock_configuration": True}
+
+
+class LineageQueryError(ValueError):
+    """A console query DuckDB refused or could not run (one line)."""
+
+
+def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def now_iso() -> str:
@@ -221,13 +233,15 @@ class Lineage:
 
     # -- reads --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (pending fragments are merged first)."""
+    def connect(self, console: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection (pending fragments are merged first). `console=True`: also no
+        file system, no extensions and a locked configuration (`CONSOLE_CONFIG`), for SQL typed by
+        a user."""
         pending = self.pending_dir.exists() and any(self.pending_dir.glob("*.json"))
         if pending or not self.db_path.exists():
             self.merge()
         with self._locked(exclusive=False):
-            con = duckdb.connect(str(self.db_path), read_only=True)
+            con = duckdb.connect(str(self.db_path), read_only=True, config=CONSOLE_CONFIG if console else {})
             try:
                 yield con
             finally:
@@ -235,9 +249,18 @@ class Lineage:
 
     def query(self, sql: str, params: Sequence | None = None) -> list[dict]:
         with self.connect() as con:
-            cur = con.execute(sql, params or [])
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return _rows(con.execute(sql, params or []))
+
+    def console_query(self, sql: str) -> list[dict]:
+        """Rows of any SQL a user types (`sparkle lineage sql`): it reads the lineage tables and
+        nothing else, writes nothing (no COPY ... TO, ATTACH, read_text, INSTALL, SET); a refused or
+        invalid statement raises LineageQueryError with DuckDB's first line."""
+        try:
+            with self.connect(console=True) as con:
+                cur = con.execute(sql)
+                return _rows(cur) if cur.description else []
+        except duckdb.Error as exc:
+            raise LineageQueryError(f"query refused: {str(exc).strip().splitlines()[0]}") from None
 
     def latest_materialization(self, asset_key: str, partition: str = UNPARTITIONED) -> dict | None:
         rows = self.query(
@@ -264,6 +287,16 @@ class Lineage:
             r["params"] = json.loads(r["params"]) if r["params"] else {}
             r["info"] = json.loads(r["info"]) if r["info"] else {}
         return rows
+
+    def artifacts_by_id(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The artifact rows with these ids (params and info parsed), by id."""
+        if not ids:
+            return {}
+        rows = self.query("SELECT * FROM artifact WHERE list_contains(?, id)", [list(ids)])
+        for r in rows:
+            r["params"] = json.loads(r["params"]) if r["params"] else {}
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        return {r["id"]: r for r in rows}
 
     def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
         """For each artifact id: the artifacts of `kind` it was (transitively) made from."""

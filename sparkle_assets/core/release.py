@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import StageConfig
+from .config import ConfigError, StageConfig
 from .lineage import ArtifactRow, Lineage, LineageBatch
 from .readers import ROLES
 from .stage import Stage
-from .store import artifact_id
+from .store import StoreError, artifact_id, contained
 
 EXPORT_VERSION = "sparkle_dataset-1"
 # what an exported pair is made of: the curation decision, and every artifact behind it by role
@@ -25,7 +25,8 @@ def release_stage(name: str) -> Stage:
 
 
 class ExportConfig(StageConfig):
-    """`root`: where the export goes (default: `<SPARKLE_HOME>/dataset` or `/bench`)."""
+    """`root`: the folder, inside the project home, the export goes to (default: `dataset` or `bench`,
+    i.e. `<SPARKLE_HOME>/dataset`); a path that leaves the home is refused."""
 
     root: str = ""
 
@@ -50,10 +51,11 @@ def curated_records(db: Lineage, theme: str, status: str) -> tuple[list[dict], d
     return out, skipped
 
 
-def remove_stale(folders: list[Path], keep: set[str]) -> int:
-    """Delete files in `folders` whose stem is not in `keep`; returns how many."""
+def remove_stale(root: Path, folders: list[str], keep: set[str]) -> int:
+    """Delete files in `folders` (relative to `root`, contained in it) whose stem is not in `keep`;
+    returns how many."""
     removed = 0
-    for folder in folders:
+    for folder in (contained(root, f) for f in folders):
         for path in folder.glob("*") if folder.is_dir() else []:
             if path.is_file() and path.stem not in keep:
                 path.unlink()
@@ -75,4 +77,8 @@ def record_rows(records: list[dict], kind: str, asset_key: str, theme: str, run_
 
 
 def export_root(config_root: str, home: str, default: str) -> Path:
-    return Path(config_root or Path(home) / default).expanduser().resolve()
+    """The export folder: `config_root` (run config, untrusted) or `default`, inside the home."""
+    try:
+        return contained(home, config_root or default)
+    except StoreError as exc:
+        raise ConfigError(f"root must be a folder inside the project home {home}: {exc}") from None

@@ -14,7 +14,7 @@ import numpy as np
 from sparkle_model.contact_sheet import contact_sheet
 from sparkle_model.video import iter_frames
 
-from .store import atomic_write_bytes
+from .store import atomic_write_bytes, contained
 
 
 def histogram_md(values: Sequence[float], bins: Sequence[float]) -> dg.MetadataValue:
@@ -50,7 +50,7 @@ def sheet_metadata(home: str, theme: str, asset_key: str, clips: dict[str, dict]
         rows.append([get(clips[clip_id]) for _, get in columns])
         labels.append(f"{clip_id}  {clips[clip_id].get('label', '')}")
     sheet = contact_sheet(rows, [name for name, _ in columns], labels, tile_width=tile_width)
-    path = Path(home) / "contact_sheets" / theme / f"{asset_key}.png"
+    path = contained(home, "contact_sheets", theme, f"{asset_key}.png")
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     atomic_write_bytes(path, png.tobytes())
     small = sheet if sheet.shape[1] <= 960 else cv2.resize(sheet, (960, int(sheet.shape[0] * 960 / sheet.shape[1])),

@@ -7,11 +7,12 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
   ``os.pathsep``-separated folders of videos, Sparkle / Kiwi-Edit CSVs and Sparkle release folders;
 - ``SPARKLE_BUNDLED``: ``1`` (default) to include the footage bundled with installed packages;
 - ``SPARKLE_EXECUTOR`` (``process_pool`` or ``in_process``) and ``SPARKLE_WORKERS``;
-- ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``,
-  ``SPARKLE_SAM2_CONFIG``, ``SPARKLE_DEVICE``;
+- ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
+  ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
 - ``SPARKLE_THEMES_DIR``: the theme taxonomy files (default: ``themes/`` next to the packages);
-- ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_URL``,
-  ``SPARKLE_VLM_MODEL``, ``SPARKLE_VLM_MODEL_DIR``;
+- ``SPARKLE_VLM_BACKEND`` (``none``, ``endpoint`` or ``local``), ``SPARKLE_VLM_MODEL``,
+  ``SPARKLE_VLM_MODEL_DIR``; the endpoint itself (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``,
+  ``SPARKLE_VLM_AZURE_API_VERSION``) is read from the environment only, never from run config;
 - ``SPARKLE_EDIT_BACKEND`` (``builtin`` or ``diffusers``), ``SPARKLE_EDIT_MODEL_DIR``,
   ``SPARKLE_EDIT_SCORER`` (``automatic`` or ``vlm``);
 - ``SPARKLE_VIDEO_BACKEND`` (``procedural`` or ``diffusers``), ``SPARKLE_VIDEO_MODEL_DIR``;
@@ -28,19 +29,23 @@ from typing import ClassVar
 import dagster as dg
 
 from sparkle_model.taxonomy import Theme, TaxonomyError, load_taxonomy, parse_theme
+from sparkle_model.vlm import endpoint_settings
 
 from .config import ConfigError
 from .executor import ClipExecutor, make_executor
 from .lineage import Lineage
 from .sources import SourceItem, discover
-from .store import ArtifactStore
+from .store import ArtifactStore, contained
+
+
+SAM2_DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 
 def project_home() -> str:
     return str(Path(os.environ.get("SPARKLE_HOME", ".sparkle")).expanduser().resolve())
 
 
-def _env_list(name: str) -> list[str]:
+def env_list(name: str) -> list[str]:
     return [p for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
@@ -87,14 +92,14 @@ class ClipExecutorResource(dg.ConfigurableResource):
 class MaskBackendResource(dg.ConfigurableResource):
     """The BAIT backend of `foreground_masks`: `classical` (CPU, no downloads: MediaPipe person
     segmentation + background subtraction) or `sam2` (the sam2 video predictor; `sam2_checkpoint`
-    is a local .pt file matching `sam2_config`). `random_weights` is for tests only."""
+    is a local .pt file, loaded weights-only). The model's YAML config names classes to build, so it
+    is not a field (run config can set fields from the UI): `SPARKLE_SAM2_CONFIG` names it (default
+    the packaged sam2.1 hiera-t), and `SPARKLE_SAM2_RANDOM_WEIGHTS=1` (tests only) builds random weights."""
 
     backend: str = "classical"
     sam2_checkpoint: str = ""
-    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"
     sam2_image_size: int = 0  # 0: the config's own (1024)
     device: str = "cpu"
-    random_weights: bool = False
 
     def settings(self) -> dict:
         """The backend's settings (part of every mask's artifact id); ConfigError when unusable."""
@@ -102,13 +107,14 @@ class MaskBackendResource(dg.ConfigurableResource):
             return {"name": "classical"}
         if self.backend != "sam2":
             raise ConfigError(f"mask_backend.backend must be 'classical' or 'sam2', got {self.backend!r}")
-        if not self.random_weights and not Path(self.sam2_checkpoint or "").is_file():
+        random_weights = os.environ.get("SPARKLE_SAM2_RANDOM_WEIGHTS") == "1"
+        if not random_weights and not Path(self.sam2_checkpoint or "").is_file():
             raise ConfigError("mask_backend.backend is 'sam2' but mask_backend.sam2_checkpoint "
                              f"({self.sam2_checkpoint or 'unset'}) is not a file: set it, or env "
                              "SPARKLE_SAM2_CHECKPOINT, to a local SAM 2.1 checkpoint (.pt)")
-        return {"name": "sam2", "checkpoint": self.sam2_checkpoint or None, "config": self.sam2_config,
-                "image_size": self.sam2_image_size or None, "device": self.device,
-                "random_weights": self.random_weights}
+        return {"name": "sam2", "checkpoint": self.sam2_checkpoint or None,
+                "config": os.environ.get("SPARKLE_SAM2_CONFIG") or SAM2_DEFAULT_CONFIG,
+                "image_size": self.sam2_image_size or None, "device": self.device, "random_weights": random_weights}
 
 
 def default_themes_dir() -> str:
@@ -124,7 +130,9 @@ class ThemesResource(dg.ConfigurableResource):
         return load_taxonomy(self.directory)
 
     def theme(self, name: str) -> Theme:
-        path = Path(self.directory) / f"{name}.yaml"
+        from .themes import check_theme_name  # themes.py imports this module
+
+        path = contained(self.directory, f"{check_theme_name(name)}.yaml")
         if not path.is_file():
             raise TaxonomyError(path, "", f"no taxonomy file for theme partition {name!r}")
         return parse_theme(path)
@@ -132,13 +140,13 @@ class ThemesResource(dg.ConfigurableResource):
 
 class VlmResource(dg.ConfigurableResource):
     """The vision-language model that writes instructions and scores edits: `none` (templates and
-    automatic scores), `endpoint` (an OpenAI-compatible `base_url` + `model`; the key, if any, in
-    the environment variable named by `api_key_env`) or `local` (transformers, `model_dir`)."""
+    automatic scores), `endpoint` (an OpenAI-compatible endpoint serving `model`) or `local`
+    (transformers, `model_dir`). Where the endpoint is and which variable holds its key are NOT
+    fields (run config can set fields from the UI): `sparkle_model.vlm.endpoint_settings` reads them
+    from the environment (``SPARKLE_VLM_URL``, ``SPARKLE_VLM_API_KEY_ENV``, ``SPARKLE_VLM_AZURE_API_VERSION``)."""
 
     backend: str = "none"
-    base_url: str = ""
     model: str = ""
-    api_key_env: str = "SPARKLE_VLM_API_KEY"
     model_dir: str = ""
     device: str = "cpu"
 
@@ -146,11 +154,11 @@ class VlmResource(dg.ConfigurableResource):
         if self.backend == "none":
             return {"name": "none"}
         if self.backend == "endpoint":
-            if not self.base_url or not self.model:
-                raise ConfigError("vlm.backend is 'endpoint' but vlm.base_url / vlm.model are not set "
-                                 "(env SPARKLE_VLM_URL, SPARKLE_VLM_MODEL)")
-            return {"name": "endpoint", "base_url": self.base_url, "model": self.model,
-                    "api_key_env": self.api_key_env}
+            endpoint = endpoint_settings()
+            if not endpoint["base_url"] or not self.model:
+                raise ConfigError("vlm.backend is 'endpoint' but the endpoint (env SPARKLE_VLM_URL) or vlm.model "
+                                 "(env SPARKLE_VLM_MODEL) is not set")
+            return {"name": "endpoint", "model": self.model, **endpoint}
         if self.backend == "local":
             if not Path(self.model_dir or "").is_dir():
                 raise ConfigError(f"vlm.backend is 'local' but vlm.model_dir ({self.model_dir or 'unset'}) is not a "
@@ -252,20 +260,19 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "artifact_store": ArtifactStoreResource(home=home),
         "lineage": LineageResource(home=home),
-        "sources": SourcesResource(folders=_env_list("SPARKLE_SOURCE_FOLDERS"),
-                                   csv_files=_env_list("SPARKLE_SOURCE_CSVS"),
-                                   releases=_env_list("SPARKLE_SOURCE_RELEASES"),
+        "sources": SourcesResource(folders=env_list("SPARKLE_SOURCE_FOLDERS"),
+                                   csv_files=env_list("SPARKLE_SOURCE_CSVS"),
+                                   releases=env_list("SPARKLE_SOURCE_RELEASES"),
                                    bundled=os.environ.get("SPARKLE_BUNDLED", "1") != "0"),
         "clip_executor": ClipExecutorResource(kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"),
                                               workers=int(os.environ.get("SPARKLE_WORKERS", "2"))),
         "mask_backend": MaskBackendResource(
             backend=os.environ.get("SPARKLE_MASK_BACKEND", "classical"),
             sam2_checkpoint=os.environ.get("SPARKLE_SAM2_CHECKPOINT", ""),
-            sam2_config=os.environ.get("SPARKLE_SAM2_CONFIG", "configs/sam2.1/sam2.1_hiera_t.yaml"),
             device=os.environ.get("SPARKLE_DEVICE", "cpu")),
         "themes": ThemesResource(directory=default_themes_dir()),
         "vlm": VlmResource(backend=os.environ.get("SPARKLE_VLM_BACKEND", "none"),
-                           base_url=os.environ.get("SPARKLE_VLM_URL", ""), model=os.environ.get("SPARKLE_VLM_MODEL", ""),
+                           model=os.environ.get("SPARKLE_VLM_MODEL", ""),
                            model_dir=os.environ.get("SPARKLE_VLM_MODEL_DIR", ""),
                            device=os.environ.get("SPARKLE_DEVICE", "cpu")),
         "edit_backend": EditBackendResource(backend=os.environ.get("SPARKLE_EDIT_BACKEND", "builtin"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def discover_folder(folder: str | Path) -> list[SourceItem]:
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise SourceConfigError(f"source folder does not exist: {folder}")
+    # anything named like a video is a candidate, also a directory or a broken symlink: ingest says what it is
     return [SourceItem(str(p), p.stem, f"folder:{folder}")
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
+            for p in sorted(folder.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES]
 
 
 def discover_csv(csv_path: str | Path) -> list[SourceItem]:
@@ -46,22 +48,35 @@ def discover_csv(csv_path: str | Path) -> list[SourceItem]:
     csv_path = Path(csv_path).expanduser().resolve()
     if not csv_path.is_file():
         raise SourceConfigError(f"source CSV does not exist: {csv_path}")
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("prompt", "src_video") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SourceConfigError(
-                f"{csv_path}: missing column(s) {', '.join(missing)}; expected {','.join(SPARKLE_CSV_COLUMNS)}")
-        items = []
-        for n, row in enumerate(reader, start=2):
-            src = (row.get("src_video") or "").strip()
-            if not src:
-                raise SourceConfigError(f"{csv_path}:{n}: empty src_video")
-            base = csv_path.parent.parent if csv_path.parent.name == "prompts" else csv_path.parent
-            path = (base / src).resolve()
-            clip_id = (row.get("task") or "").strip() or Path(src).stem
-            items.append(SourceItem(str(path), clip_id, f"csv:{csv_path}", row.get("prompt") or None))
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        try:
+            reader = csv.DictReader(f)
+            fieldnames, rows = reader.fieldnames, list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SourceConfigError(f"{csv_path}: not a UTF-8 CSV file ({exc})") from None
+    missing = [c for c in ("prompt", "src_video") if c not in (fieldnames or [])]
+    if missing:
+        raise SourceConfigError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; expected {','.join(SPARKLE_CSV_COLUMNS)}")
+    base = csv_path.parent.parent if csv_path.parent.name == "prompts" else csv_path.parent
+    items = []
+    for n, row in enumerate(rows, start=2):
+        src = (row.get("src_video") or "").strip()
+        if not src:
+            raise SourceConfigError(f"{csv_path}:{n}: empty src_video")
+        clip_id = (row.get("task") or "").strip() or Path(src).stem
+        items.append(SourceItem(str(absolute_path(base / src)), clip_id, f"csv:{csv_path}", row.get("prompt") or None))
     return items
+
+
+def absolute_path(path: Path) -> Path:
+    """The resolved path, or, when it cannot be resolved (a symlink loop), the absolute one: such a
+    row is quarantined with its reason at ingest, not a failed discovery."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
 
 
 def discover_release(root: str | Path) -> list[SourceItem]:

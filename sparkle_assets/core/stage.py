@@ -7,8 +7,9 @@ stage module makes. From it follow:
   (`theme_independent` or `theme`), partitions (the `theme` dynamic partition), pool and kinds;
 - the per-clip inputs it is given (`Stage.inputs`: the current rows of every role, per clip);
 - the input data versions its materialization records (`Stage.finish`);
-- the failure wrapper: its config is range-checked before the body runs, and a `ConfigError`
-  (bad config, unusable backend settings, invalid theme file) fails the step with one line naming
+- the failure wrapper: a per-theme stage's partition name is validated (`core.themes.check_theme_name`)
+  and its config range-checked before the body runs, and a `ConfigError` (bad config, unusable
+  backend settings, invalid theme file or partition name) fails the step with one line naming
   the stage, the partition and the field, instead of a traceback.
 
 Configs subclass `core.config.StageConfig`, which range-checks every numeric field.
@@ -29,7 +30,7 @@ from .executor import ClipExecutor
 from .lineage import UNPARTITIONED, Lineage, LineageBatch, now_iso
 from .readers import ROLES, rows_by_clip
 from .store import ArtifactStore
-from .themes import theme_partitions
+from .themes import check_theme_name, theme_partitions
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Stage:
     reads: tuple[str, ...] = ()
     by_products: tuple[str, ...] = ()
     per_theme: bool = False
+    group: str | None = None  # default: `theme` for per-theme stages, else `theme_independent`
 
     @property
     def parents(self) -> dict[str, str]:
@@ -66,13 +68,15 @@ class Stage:
             def body(context, *args, **kwargs):
                 where = f"{self.name}[{context.partition_key}]" if self.per_theme else self.name
                 with config_failures(where):
+                    if self.per_theme:
+                        check_theme_name(context.partition_key)
                     for value in [*args, *kwargs.values()]:
                         if isinstance(value, StageConfig):
                             value.check()
                     return fn(context, *args, **kwargs)
 
             return dg.asset(name=self.name, deps=self.deps, code_version=self.code_version,
-                            group_name="theme" if self.per_theme else "theme_independent",
+                            group_name=self.group or ("theme" if self.per_theme else "theme_independent"),
                             partitions_def=theme_partitions if self.per_theme else None,
                             kinds=set(kinds) | {"duckdb"}, pool=pool, description=description)(body)
         return decorate

@@ -32,6 +32,19 @@ class StoreError(ValueError):
     """A store path or artifact that cannot be used (escapes the root, fails verification...)."""
 
 
+def contained(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """`root` joined with `parts`, resolved, refusing anything that leaves `root`: an absolute part,
+    `..`, a NUL byte or a symlink that points out. The one containment check for every path built
+    from data (store uris, export and bench files, contact sheets, theme names)."""
+    base = Path(root).resolve()
+    if any(not str(part) or "\x00" in str(part) for part in parts):
+        raise StoreError(f"invalid path part in {[str(p) for p in parts]!r}")
+    candidate = base.joinpath(*parts).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise StoreError(f"path {'/'.join(str(p) for p in parts)!r} resolves outside {base}")
+    return candidate
+
+
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -112,12 +125,9 @@ class ArtifactStore:
     # -- paths -------------------------------------------------------------------------------
     def resolve(self, uri: str) -> Path:
         """Absolute path of a store-relative uri; refuses anything that escapes the root."""
-        if not uri or "\x00" in uri:
+        if not uri:
             raise StoreError(f"invalid store path {uri!r}")
-        candidate = (self.root / uri).resolve()
-        if candidate != self.root and self.root not in candidate.parents:
-            raise StoreError(f"path {uri!r} resolves outside the artifact store {self.root}")
-        return candidate
+        return contained(self.root, uri)
 
     def _base(self, kind: str, aid: str) -> str:
         if not kind.replace("_", "").isalnum() or not aid.isalnum():
@@ -147,6 +157,10 @@ class ArtifactStore:
                 return None
         return art
 
+    def payload_path(self, kind: str, aid: str, ext: str) -> Path:
+        """Where the payload of artifact `aid` lives (whether or not it exists yet)."""
+        return self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+
     def path_of(self, art: StoredArtifact) -> Path:
         if art.uri is None:
             raise StoreError(f"artifact {art.id} ({art.kind}) has no payload file")
@@ -159,7 +173,7 @@ class ArtifactStore:
 
         Commit (the sidecar) happens in `commit`; a payload without a sidecar is never trusted.
         """
-        final = self.resolve(f"{self._base(kind, aid)}.{ext.lstrip('.')}")
+        final = self.payload_path(kind, aid, ext)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{aid}.tmp-{uuid.uuid4().hex[:8]}.{ext.lstrip('.')}")
         try:

@@ -5,13 +5,48 @@ file and registers a partition for each new valid one (it never deletes partitio
 file loses no history). A backfill of the theme assets for that partition then builds that theme
 only; the theme-independent assets are not part of it. Invalid files are reported, with the file and
 field, in the sensor's skip message and log.
+
+A partition name is untrusted (anyone with the UI can add one) and names files: `check_theme_name`
+is the one validator, applied where a name enters (the stage wrapper for every per-theme asset, the
+theme resource, the sensor, the nightly schedule and `sparkle run --theme`).
 """
 
 import dagster as dg
 
+from sparkle_model.taxonomy import NAME_RE
+
+from .config import ConfigError
 from .resources import ThemesResource
 
 theme_partitions = dg.DynamicPartitionsDefinition(name="theme")
+MAX_THEME_NAME = 64
+
+
+class ThemeNameError(ConfigError):
+    """A theme partition name that is not a taxonomy name."""
+
+
+def theme_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a theme partition, or None if it can."""
+    if isinstance(name, str) and len(name) <= MAX_THEME_NAME and NAME_RE.fullmatch(name):
+        return None
+    return (f"invalid theme partition name {name!r}: a theme is named like its taxonomy file (lower-case "
+            f"letters, digits and _, starting with a letter, at most {MAX_THEME_NAME} characters), so nothing is "
+            "read or written for it; delete the partition (UI: a theme asset > Partitions) or add a taxonomy "
+            "file with a valid name")
+
+
+def check_theme_name(name: object) -> str:
+    """`name` if it is a valid theme partition name, else a ThemeNameError saying why."""
+    problem = theme_name_problem(name)
+    if problem:
+        raise ThemeNameError(problem)
+    return name
+
+
+def invalid_partitions(instance: dg.DagsterInstance) -> list[str]:
+    """Registered theme partitions whose names are invalid (added by hand in the UI)."""
+    return [k for k in instance.get_dynamic_partitions(theme_partitions.name) if theme_name_problem(k)]
 
 
 def new_themes(themes: ThemesResource, existing: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -35,6 +70,9 @@ def theme_taxonomy(context: dg.SensorEvaluationContext, themes: ThemesResource):
     added, errors = new_themes(themes, existing)
     for message in errors.values():
         context.log.error(f"invalid theme file: {message}")
+    for name in invalid_partitions(context.instance):
+        errors[name] = theme_name_problem(name)
+        context.log.error(errors[name])
     if not added:
         problems = f"; invalid: {'; '.join(errors.values())}" if errors else ""
         return dg.SkipReason(f"no new theme files ({len(existing)} registered){problems}")

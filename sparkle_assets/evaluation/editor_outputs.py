@@ -1,13 +1,14 @@
 """`editor_outputs` (per `theme`): every trained checkpoint's edits of the theme's bench samples.
 
-For each `run_config` with a current `editor_checkpoint`, each bench sample's source is edited by that
+For each `run_config` with a current `editor_checkpoint`, each `bench_samples` source clip is edited by that
 checkpoint with the backend that trained it (the training process again, task `infer`; Kiwi-Edit's
 demo.py for `kiwi_edit`), one process per checkpoint. Each output is a `bench_output` artifact (H.264
 mp4, `clip_id` = the sample id, `info["system"]` = `editor_<run_config>`) whose id comes from the
 checkpoint and the sample's content, linked to the checkpoint (role `checkpoint`) and to the sample
 (role `sample`); a sample that fails is recorded with its error and counted, the others go on.
-That is how `bench_outputs` finds them: each checkpoint is a system of the bench table. The outputs
-are also published as `<home>/editor_outputs/<run_config>/<theme>/{id}_edited.mp4`.
+That is how `bench_outputs` finds them (`systems.SYSTEM_ASSETS`; it depends on this asset through the
+`editor_output` role): each checkpoint is a system of the bench table, next to the baselines. The
+outputs are also published as `<home>/editor_outputs/<run_config>/<theme>/{id}_edited.mp4`.
 """
 
 import hashlib
@@ -19,15 +20,13 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 
-from sparkle_bench.sparkle_format import ReleaseFormatError, read_bench
-
 from ..core.clipstep import data_version_of
 from ..core.config import ConfigError, config_failures
 from ..core.lineage import ArtifactRow, Lineage, LineageBatch, now_iso
 from ..core.reports import pick_frames, sheet_metadata
 from ..core.resources import ArtifactStoreResource, LineageResource
-from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, file_sha256, publish_file
-from ..core.themes import theme_partitions
+from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, publish_file
+from ..core.themes import check_theme_name, theme_partitions
 from .editor_checkpoint import COMPANIONS, KIND as CHECKPOINT
 from .run_configs import load_run_config
 from .trainer import EditorTrainerResource, LivePipesSubprocessClient
@@ -40,26 +39,16 @@ def system_name(run_config: str) -> str:
     return f"editor_{run_config}"
 
 
-def bench_samples(db: Lineage, theme: str) -> list[dict]:
-    """The theme's bench samples, each with its source video and the hash of its content."""
-    m = db.latest_materialization("bench_split", theme)
-    rows = db.current_artifacts("bench_split", theme, kind="bench_row") if m else []
-    if not rows:
-        return []
-    root = Path(json.loads(m["summary"])["root"])
-    try:
-        bench = {b.task: b for b in read_bench(root, [theme])}
-    except (ReleaseFormatError, OSError) as exc:
-        raise ConfigError(f"the {theme} bench in {root} cannot be read ({exc}): rematerialize bench_split")
+def bench_samples(db: Lineage, store: ArtifactStore, theme: str) -> list[dict]:
+    """The theme's usable bench samples, each with its source clip and the hash of its content."""
+    rows = db.current_artifacts("bench_samples", theme, kind="bench_sample")
+    clips = db.artifacts_by_id([r["info"]["clip_artifact"] for r in rows])
     samples = []
     for row in rows:
-        b = bench.get(row["info"]["task"])
-        if b is None:
-            raise ConfigError(f"bench row {row['info']['task']} is in the lineage but not in {root}: "
-                              "rematerialize bench_split")
-        content = {"prompt": b.prompt, "source": file_sha256(b.original_video)}
-        samples.append({"sample": b.task, "prompt": b.prompt, "source": str(b.original_video), "row": row["id"],
-                        "hash": hashlib.sha256(canonical_json(content).encode()).hexdigest()})
+        info, clip = row["info"], clips[row["info"]["clip_artifact"]]
+        content = {"prompt": info["prompt"], "source": clip["content_hash"]}
+        samples.append({"sample": info["sample_id"], "prompt": info["prompt"], "source": str(store.resolve(clip["uri"])),
+                        "row": row["id"], "hash": hashlib.sha256(canonical_json(content).encode()).hexdigest()})
     return samples
 
 
@@ -108,8 +97,8 @@ def edit_samples(context, trainer: EditorTrainerResource, client: LivePipesSubpr
     return failed
 
 
-@dg.asset(name="editor_outputs", partitions_def=theme_partitions, group_name="evaluation",
-          deps=[dg.AssetDep(CHECKPOINT, partition_mapping=dg.AllPartitionMapping()), dg.AssetDep("bench_split")],
+@dg.asset(name="editor_outputs", partitions_def=theme_partitions, group_name="bench",
+          deps=[dg.AssetDep(CHECKPOINT, partition_mapping=dg.AllPartitionMapping()), dg.AssetDep("bench_samples")],
           kinds={"video", "duckdb"}, pool="gpu", code_version=CODE_VERSION,
           description="Every trained checkpoint's edits of the theme's bench samples ({id}_edited.mp4), each linked "
                       "to the checkpoint and the sample: one bench system per checkpoint.")
@@ -119,7 +108,8 @@ def editor_outputs(context: dg.AssetExecutionContext, editor_trainer: EditorTrai
     theme, home = context.partition_key, Path(artifact_store.home)
     store, db = artifact_store.store(), lineage.lineage()
     with config_failures(f"editor_outputs[{theme}]"):
-        samples = bench_samples(db, theme)
+        check_theme_name(theme)
+        samples = bench_samples(db, store, theme)
     batch, counts, failures, published = LineageBatch(), {}, {}, {}
     for name, ckpt in current_checkpoints(db).items():
         system = system_name(name)
@@ -181,7 +171,7 @@ def record(context, db: Lineage, store: ArtifactStore, home: Path, batch: Lineag
         "data_version": version, "created_at": now_iso(), "artifact_ids": [a.id for a in batch.artifacts],
         "input_data_versions": {f"{CHECKPOINT}[{name}]": (db.latest_materialization(CHECKPOINT, name) or {})
                                 .get("data_version") for name in published} |
-                               {"bench_split": (db.latest_materialization("bench_split", theme) or {})
+                               {"bench_samples": (db.latest_materialization("bench_samples", theme) or {})
                                 .get("data_version")},
         "summary": summary}
     db.write(batch)

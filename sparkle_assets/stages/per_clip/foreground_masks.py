@@ -7,89 +7,14 @@ between frames are marked `dropped` with the reason; later stages read only the 
 `mask`), and the asset check `foreground_masks_quality` reports them.
 """
 
-from pathlib import Path
-
-import cv2
 import dagster as dg
-import numpy as np
 
-from sparkle_model import backends
-from sparkle_model.bait import bait_track
-from sparkle_model.masks import overlay, save_mask_npz, temporal_iou
-from sparkle_model.video import read_video, write_video
-
-from ...core.clipstep import Companion
-from ...core.config import Range, StageConfig
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, MaskBackendResource
 from ...core.stage import Stage
+from ...core.steps import ForegroundMasksConfig, MASKS_VERSION, PREVIEW, compute_foreground_mask
 
-CODE_VERSION = "foreground_masks-1"
-STAGE = Stage("foreground_masks", CODE_VERSION, reads=("clip",))
-PREVIEW = Companion("mask_preview", "mp4", "mask_preview-1", main_role="mask", roles=("clip",))
-MIN_COVERAGE = 0.002  # below: an empty mask
-MAX_COVERAGE = 0.95  # above: the mask is the whole frame
-MIN_TEMPORAL_IOU = 0.3  # below (between consecutive frames): the mask jumps
-MIN_JUMP_COVERAGE = 0.01  # ...judged only where both frames hold at least this much (tiny masks are noisy)
-PREVIEW_WIDTH = 480
-
-
-class ForegroundMasksConfig(StageConfig):
-    """BAIT settings: `n_passes` tracking passes anchored on different sampled frames, a pixel is
-    foreground when more than `vote_threshold` of the passes covering its frame say so; grounding
-    on frames sampled at `sample_hz`."""
-
-    RANGES = {"n_passes": Range(1, 16), "vote_threshold": Range(0, 1, hi_open=True), "sample_hz": Range(0.1, 16)}
-    n_passes: int = 3
-    vote_threshold: float = 0.5
-    sample_hz: float = 2.0
-
-
-def mask_quality(mask: np.ndarray) -> tuple[dict, str | None]:
-    """Coverage and temporal stability of a mask, and the reason to drop it (None if usable)."""
-    cover = mask.reshape(len(mask), -1).mean(axis=1)
-    tiou = temporal_iou(mask)
-    both = (cover[:-1] > MIN_JUMP_COVERAGE) & (cover[1:] > MIN_JUMP_COVERAGE)
-    worst = float(tiou[both].min()) if both.any() else 1.0
-    stats = {"coverage": round(float(cover.mean()), 4), "coverage_min": round(float(cover.min()), 4),
-             "coverage_max": round(float(cover.max()), 4), "temporal_iou_min": round(worst, 4)}
-    if cover.mean() < MIN_COVERAGE:
-        return stats, f"empty mask: covers {100 * cover.mean():.2f}% of the frame (no foreground found)"
-    if cover.mean() > MAX_COVERAGE:
-        return stats, f"mask covers almost the whole frame ({100 * cover.mean():.0f}%)"
-    if worst < MIN_TEMPORAL_IOU:
-        at = int(np.flatnonzero(both & (tiou == worst))[0])
-        return stats, f"mask jumps between frames {at} and {at + 1} (temporal IoU {worst:.2f})"
-    return stats, None
-
-
-def compute_foreground_mask(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
-    """Per-clip function: BAIT on one clip, written as the bit-packed npz, and its preview video
-    (from the same decoded frames)."""
-    frames = read_video(inputs["clip"])
-    backend = backends.mask_backend(params["backend"])
-    result = bait_track(frames, params["fps"], backend, params["n_passes"], params["vote_threshold"],
-                        params["sample_hz"])
-    save_mask_npz(out, result.mask)
-    preview = render_mask_preview(extra[PREVIEW.kind], frames, result.mask, params["fps"])
-    stats, reason = mask_quality(result.mask)
-    labels = sorted({b.label for boxes in result.boxes.values() for b in boxes})
-    return {**stats, "drop_reason": reason, "shape": list(result.mask.shape), "anchors": result.anchors,
-            "directions": result.directions, "agreement": round(result.agreement, 4), "labels": labels,
-            "boxes": {str(i): [[round(v, 1) for v in b.as_list()] + [b.label] for b in bs]
-                      for i, bs in result.boxes.items()},
-            "companions": {PREVIEW.kind: preview}}
-
-
-def render_mask_preview(out: Path, frames: np.ndarray, mask: np.ndarray, fps: float) -> dict:
-    """The mask tinted over the clip, small, for the UI."""
-    small = []
-    for frame, m in zip(frames, mask):
-        h, w = frame.shape[:2]
-        size = (PREVIEW_WIDTH, int(round(h * PREVIEW_WIDTH / w / 2)) * 2) if w > PREVIEW_WIDTH else (w, h)
-        small.append(cv2.resize(overlay(frame, m), size, interpolation=cv2.INTER_AREA))
-    write_video(out, small, fps=fps, crf=23)
-    return {"frames": len(small)}
+STAGE = Stage("foreground_masks", MASKS_VERSION, reads=("clip",))
 
 
 @STAGE.asset(kinds={"video"}, pool="gpu",

@@ -16,7 +16,7 @@ from sparkle_bench.sparkle_format import BENCH_COLUMNS, bench_paths, csv_text, j
 from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
 from ...core.resources import ArtifactStoreResource, LineageResource
 from ...core.stage import Stage
-from ...core.store import atomic_write_bytes, publish_file
+from ...core.store import atomic_write_bytes, contained, publish_file
 
 STAGE: Stage = release_stage("bench_split")
 
@@ -34,15 +34,15 @@ def bench_split(context: dg.AssetExecutionContext, config: ExportConfig, artifac
         rows, task = rec["rows"], rec["task"]
         record = json.loads(store.resolve(rows["instruction"]["uri"]).read_text())
         paths = bench_paths(theme, task)
-        publish_file(store.resolve(rows["clip"]["uri"]), root / paths["original_video"])
-        publish_file(store.resolve(rows["plate"]["uri"]), root / paths["ref_image"])
+        publish_file(store.resolve(rows["clip"]["uri"]), contained(root, paths["original_video"]))
+        publish_file(store.resolve(rows["plate"]["uri"]), contained(root, paths["ref_image"]))
         table.append({"edited_type": theme, "prompt": record["instruction"], "original_video": paths["original_video"]})
         meta.append({"id": task, "prompt": record["instruction"],
                      "metadata": {"edit_type": record["edit_type"], "chosen_keyword": record["chosen_keyword"],
                                   "original_scene": record["original_scene"], "failed_filter": rec["pair"]["reason"]}})
-    atomic_write_bytes(root / f"{theme}_bench.csv", csv_text(BENCH_COLUMNS, table).encode())
-    atomic_write_bytes(root / f"{theme}_metadata.jsonl", jsonl_text(meta).encode())
-    remove_stale([root / "source_videos" / theme, root / "ref_images" / theme], {r["task"] for r in records})
+    atomic_write_bytes(contained(root, f"{theme}_bench.csv"), csv_text(BENCH_COLUMNS, table).encode())
+    atomic_write_bytes(contained(root, f"{theme}_metadata.jsonl"), jsonl_text(meta).encode())
+    remove_stale(root, [f"source_videos/{theme}", f"ref_images/{theme}"], {r["task"] for r in records})
     batch = record_rows(records, "bench_row", "bench_split", theme, context.run_id, {"root": str(root)},
                         [{"task": r["task"], "reason": r["pair"]["reason"]} for r in records])
     summary = {"rows": len(records), "skipped": len(skipped)}

@@ -22,7 +22,7 @@ from ...core.lineage import now_iso
 from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
 from ...core.resources import ArtifactStoreResource, LineageResource
 from ...core.stage import Stage
-from ...core.store import atomic_write_bytes, canonical_json, publish_file
+from ...core.store import atomic_write_bytes, canonical_json, contained, publish_file
 from ...core.themes import theme_partitions
 
 STAGE: Stage = release_stage("sparkle_dataset")
@@ -61,7 +61,7 @@ def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[li
         files = {}
         for role, source_role in FILE_ROLES.items():
             src = rows[source_role]
-            publish_file(store.resolve(src["uri"]), root / paths[role])
+            publish_file(store.resolve(src["uri"]), contained(root, paths[role]))
             files[role] = {"path": paths[role], "sha256": src["content_hash"], "bytes": src["bytes"]}
         train.append({"prompt": record["instruction"], "src_video": paths["src_video"],
                       "tgt_video": paths["tgt_video"], "task": task})
@@ -79,15 +79,15 @@ def export_theme(store, theme: str, records: list[dict], root: Path) -> tuple[li
         texts[f"intermediate_data/{theme}/{name}.jsonl"] = jsonl_text(scores.get(name, []))
     listing = {rel: hashlib.sha256(text.encode()).hexdigest() for rel, text in texts.items()}
     for rel, text in texts.items():
-        atomic_write_bytes(root / rel, text.encode())
+        atomic_write_bytes(contained(root, rel), text.encode())
     manifest = {"theme": theme, "created_at": now_iso(), "code_version": STAGE.code_version, "rows": manifest_rows,
                 "files": listing}
     manifest["content_hash"] = hashlib.sha256(canonical_json({"rows": manifest_rows, "files": listing}).encode()
                                               ).hexdigest()
-    atomic_write_bytes(root / "release_manifest" / f"{theme}.json", json.dumps(manifest, indent=1).encode())
-    folders = [root / theme / "source_video", root / theme / "edited_video"] + \
-        [root / "intermediate_data" / theme / folder for folder, _ in INTERMEDIATES.values()]
-    remove_stale(folders, {r["task"] for r in records})
+    atomic_write_bytes(contained(root, "release_manifest", f"{theme}.json"), json.dumps(manifest, indent=1).encode())
+    folders = [f"{theme}/source_video", f"{theme}/edited_video"] + \
+        [f"intermediate_data/{theme}/{folder}" for folder, _ in INTERMEDIATES.values()]
+    remove_stale(root, folders, {r["task"] for r in records})
     return manifest_rows, manifest
 
 
