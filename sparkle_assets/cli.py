@@ -198,9 +198,6 @@ def cmd_lineage(args) -> int:
         else:
             rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
             rows = [r for r in rows if args.kind in (None, r["kind"])]
-    except KeyError as exc:
-
-
     except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
@@ -228,8 +225,6 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", action="append", default=[],
                        help="a training configuration (file name in training/, repeatable; default: tiny)")
     train.set_defaults(fn=cmd_train)
-
-
     bench = sub.add_parser("bench", help="score every system on the bench samples and print the table")
     bench.add_argument("--bench", action="append", default=[], help="a Sparkle-Bench folder (repeatable)")
     bench.add_argument("--openve", action="append", default=[], help="an OpenVE-Bench CSV (repeatable)")

@@ -37,8 +37,8 @@ from ..core.clipstep import data_version_of
 from ..core.config import ConfigError, config_failures
 from ..core.lineage import ArtifactRow, Lineage, LineageBatch, now_iso
 from ..core.resources import ArtifactStoreResource, LineageResource
-from ..core.store import ArtifactStore, StoredArtifact, artifact_id, atomic_write_bytes, canonical_json, file_sha256
-from ..core.store import publish_file
+from ..core.store import (ArtifactStore, StoredArtifact, artifact_id, atomic_write_bytes, canonical_json, contained,
+                          file_sha256, publish_file)
 from .run_configs import TrainingConfig, load_run_config, run_config_partitions
 from .trainer import EditorTrainerResource, LivePipesSubprocessClient
 
@@ -218,7 +218,7 @@ def editor_checkpoint(context: dg.AssetExecutionContext, editor_trainer: EditorT
         ckpt_id = artifact_id(KIND, {"data": manifest["content_hash"]}, CODE_VERSION, params)
         found = stored_checkpoint(store, ckpt_id)
         if found is None:
-            work = Path(artifact_store.home) / "training" / ckpt_id
+            work = contained(artifact_store.home, "training", ckpt_id)
             request = {"task": "train", "backend": config.backend, "config": config.model_settings(),
                        "settings": settings, "work_dir": str(work),
                        "pairs": [{k: r[k] for k in ("task", "prompt", "src_video", "tgt_video", "weight")}
@@ -256,7 +256,7 @@ def record(context: dg.AssetExecutionContext, db: Lineage, store: ArtifactStore,
                                 .get("data_version") for t in themes},
         "summary": summary}
     db.write(batch)
-    folder = publish_folder(store, home / "checkpoints" / name, main, extra)
+    folder = publish_folder(store, contained(home, "checkpoints", name), main, extra)
     context.log.info(f"editor_checkpoint[{name}]: {summary}")
     metadata = {**summary, "themes": dg.MetadataValue.json({t: sum(r["theme"] == t for r in rows) for t in themes}),
                 "data_hash": main.info["data_hash"], "training_seconds": main.info.get("seconds") or 0.0,

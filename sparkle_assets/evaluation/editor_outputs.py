@@ -25,7 +25,7 @@ from ..core.config import ConfigError, config_failures
 from ..core.lineage import ArtifactRow, Lineage, LineageBatch, now_iso
 from ..core.reports import pick_frames, sheet_metadata
 from ..core.resources import ArtifactStoreResource, LineageResource
-from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, publish_file
+from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, contained, publish_file
 from ..core.themes import check_theme_name, theme_partitions
 from .editor_checkpoint import COMPANIONS, KIND as CHECKPOINT
 from .run_configs import load_run_config
@@ -73,12 +73,12 @@ def edit_samples(context, trainer: EditorTrainerResource, client: LivePipesSubpr
                  db: Lineage, home: Path, name: str, ckpt: dict, samples: list[dict], params: dict) -> dict[str, str]:
     """Run the checkpoint's inference process on `samples`; store each output; returns the failures."""
     config = load_run_config(trainer.configs_dir, name)
-    work = home / "inference" / ckpt["id"] / context.partition_key
+    work = contained(home, "inference", ckpt["id"], context.partition_key)
     request = {"task": "infer", "backend": config.backend, "config": config.model_settings(),
                "settings": trainer.settings(config.backend), "work_dir": str(work), "weights": ckpt["info"]["weights"],
                "checkpoint_dir": str(checkpoint_folder(store, db, ckpt, work / "checkpoint")),
                "samples": [{"task": s["sample"], "prompt": s["prompt"], "source": s["source"],
-                            "out": str(work / "outputs" / f"{s['sample']}.mp4")} for s in samples]}
+                            "out": str(contained(work, "outputs", f"{s['sample']}.mp4"))} for s in samples]}
     path = work / "request.json"
     atomic_write_bytes(path, json.dumps(request).encode())
     try:
@@ -90,7 +90,7 @@ def edit_samples(context, trainer: EditorTrainerResource, client: LivePipesSubpr
         if s["sample"] in failed:
             continue
         with store.writing(KIND, s["id"], "mp4") as tmp:
-            os.replace(work / "outputs" / f"{s['sample']}.mp4", tmp)
+            os.replace(contained(work, "outputs", f"{s['sample']}.mp4"), tmp)
         store.commit(KIND, s["id"], code_version=CODE_VERSION, params=params,
                      inputs={"checkpoint": ckpt["id"], "sample": s["hash"]}, info=s["info"], ext="mp4")
     shutil.rmtree(work, ignore_errors=True)
@@ -156,9 +156,9 @@ def record(context, db: Lineage, store: ArtifactStore, home: Path, batch: Lineag
            counts: dict, failures: dict, published: dict) -> dg.MaterializeResult:
     theme = context.partition_key
     for name, done in published.items():
-        folder = home / "editor_outputs" / name / theme
+        folder = contained(home, "editor_outputs", name, theme)
         for s, art in done:
-            publish_file(store.path_of(art), folder / f"{s['sample']}_edited.mp4")
+            publish_file(store.path_of(art), contained(folder, f"{s['sample']}_edited.mp4"))
         keep = {f"{s['sample']}_edited.mp4" for s, _ in done}
         for path in folder.glob("*_edited.mp4"):
             if path.name not in keep:
