@@ -27,7 +27,7 @@ from ..core.reports import pick_frames, sheet_metadata
 from ..core.resources import ArtifactStoreResource, LineageResource
 from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, contained, publish_file
 from ..core.themes import check_theme_name, theme_partitions
-from .editor_checkpoint import COMPANIONS, KIND as CHECKPOINT
+from .editor_checkpoint import COMPANIONS, KIND as CHECKPOINT, companion_id
 from .run_configs import load_run_config
 from .trainer import EditorTrainerResource, LivePipesSubprocessClient
 
@@ -60,23 +60,25 @@ def current_checkpoints(db: Lineage) -> dict[str, dict]:
     return {name: rows[0] for name, rows in found.items() if rows}
 
 
-def checkpoint_folder(store: ArtifactStore, db: Lineage, ckpt: dict, folder: Path) -> Path:
+def checkpoint_folder(store: ArtifactStore, ckpt: dict, folder: Path) -> Path:
     """The checkpoint's weights and editor_config.json, linked from the store into `folder`."""
-    config = db.query("SELECT a.uri FROM artifact_edge e JOIN artifact a ON a.id = e.child_id "
-                      "WHERE e.parent_id = ? AND e.role = 'checkpoint' AND a.kind = 'editor_config'", [ckpt["id"]])
+    config = store.lookup("editor_config", companion_id("editor_config", ckpt["id"]))
+    if config is None:
+        raise ConfigError(f"checkpoint {ckpt['id']}'s editor_config is missing from the store: rematerialize "
+                          "editor_checkpoint")
     publish_file(store.resolve(ckpt["uri"]), folder / ckpt["info"]["weights"])
-    publish_file(store.resolve(config[0]["uri"]), folder / COMPANIONS["editor_config"][0])
+    publish_file(store.path_of(config), folder / COMPANIONS["editor_config"][0])
     return folder
 
 
 def edit_samples(context, trainer: EditorTrainerResource, client: LivePipesSubprocessClient, store: ArtifactStore,
-                 db: Lineage, home: Path, name: str, ckpt: dict, samples: list[dict], params: dict) -> dict[str, str]:
+                 home: Path, name: str, ckpt: dict, samples: list[dict], params: dict) -> dict[str, str]:
     """Run the checkpoint's inference process on `samples`; store each output; returns the failures."""
     config = load_run_config(trainer.configs_dir, name)
     work = contained(home, "inference", ckpt["id"], context.partition_key)
     request = {"task": "infer", "backend": config.backend, "config": config.model_settings(),
                "settings": trainer.settings(config.backend), "work_dir": str(work), "weights": ckpt["info"]["weights"],
-               "checkpoint_dir": str(checkpoint_folder(store, db, ckpt, work / "checkpoint")),
+               "checkpoint_dir": str(checkpoint_folder(store, ckpt, work / "checkpoint")),
                "samples": [{"task": s["sample"], "prompt": s["prompt"], "source": s["source"],
                             "out": str(contained(work, "outputs", f"{s['sample']}.mp4"))} for s in samples]}
     path = work / "request.json"
@@ -129,8 +131,8 @@ def editor_outputs(context: dg.AssetExecutionContext, editor_trainer: EditorTrai
         failed = {}
         if todo:
             try:
-                failed = edit_samples(context, editor_trainer, pipes_subprocess_client, store, db, home, name, ckpt,
-                                      todo, params)
+                failed = edit_samples(context, editor_trainer, pipes_subprocess_client, store, home, name, ckpt, todo,
+                                      params)
             except ConfigError as exc:  # e.g. its base model directory is gone: the other checkpoints go on
                 failed = {s["sample"]: str(exc) for s in todo}
         for s in mine:
