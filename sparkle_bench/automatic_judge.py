@@ -10,7 +10,7 @@ the bench penalises the final filter drops.
 | dimension | signal | 5 | 4 | 3 | 2 | 1 |
 |---|---|---|---|---|---|---|
 | Instruction Compliance | share of the background (blocks away from the subject) that differs from the source; with a CLIP model, the output must also sit closer to the prompt than the source does (else at most 2) | >= 0.97 | >= 0.90 | >= 0.75 | >= 0.40 | less |
-| Overall Visual Quality | the lower of: harmonisation, 1 + 4 x min(1, tone follow / 0.3) (5 when the light did not change); stability, the error the output adds on the subject after motion compensation (<= 1.5 / 3 / 5 / 8 of 255) and the flicker it adds to the frame's mean brightness (<= 0.5 / 1 / 2 / 4) | | | | | |
+| Overall Visual Quality | the lower of: harmonisation, 1 + 4 x min(1, follow / 0.3), follow = how far the subject's lightness adapted to the new background's (`edit_scores.tone_follow`; 5 when the background's lightness changed by less than 25 of 255); stability, the error the output adds on the subject after motion compensation (<= 1.5 / 3 / 5 / 8 of 255) and the flicker it adds to the frame's mean brightness (<= 0.5 / 1 / 2 / 4) | | | | | |
 | Foreground Integrity | detail kept (SSIM contrast x structure inside the subject); with a known backdrop, also the subject's opacity (>= 0.9 / 0.8 / 0.65 / 0.5) | >= 0.93 | >= 0.75 | >= 0.60 | >= 0.45 | less |
 | Foreground Motion Consistency | flow difference inside the subject, source vs output, over the source's own flow there | <= 0.30 | <= 0.45 | <= 0.60 | <= 0.80 | more |
 | Background Dynamics | background motion away from the subject (% of the diagonal per second; flow under 0.05 px a frame counted as none) over what the prompt's wording asks (gentle 0.15, moderate 0.3, energetic 0.6); over 10x is over-rendered (4), over 25x (3); mostly still frames: at most 2. A prompt asking for a still background: <= 0.05 / 0.1 / 0.2 / 0.4 | >= 1.0 | >= 0.7 | >= 0.4 | >= 0.2 | less |
@@ -109,7 +109,7 @@ def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: n
                 opacity.append(o)
         if subject.any() and away.any():
             tone = tone_follow(source[i], output[i], subject, away)
-            shifts.append((tone["bg_shift_l"], tone["bg_shift_ab"]))
+            shifts.append((tone["bg_shift_l"], tone["subject_shift_l"]))
             if tone["follow"] is not None:
                 follow.append(tone["follow"])
             b_out, b_src = blur_metric(output[i], away), blur_metric(source[i], away)
@@ -117,7 +117,7 @@ def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: n
                 blur_gain.append(b_out - b_src)
     signals = {"background_changed": _mean(changed), "detail_kept": _mean(detail), "opacity": _mean(opacity),
                "tone_follow": _mean(follow), "blur_added": _mean(blur_gain),
-               "bg_shift_l": _mean([s[0] for s in shifts]), "bg_shift_ab": _mean([s[1] for s in shifts])}
+               "bg_shift_l": _mean([s[0] for s in shifts]), "subject_shift_l": _mean([s[1] for s in shifts])}
     signals.update(_motion_signals(source, output, masks, fps))
     signals["prompt_motion"] = motion_intensity(prompt)
     signals["clip_gain"] = _clip_gain(models, source, output, prompt)

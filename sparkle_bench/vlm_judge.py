@@ -15,30 +15,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
-from sparkle_model.video import iter_frames, probe
-from sparkle_model.vlm import VlmError
+from sparkle_model.vlm import VlmError, video_frames_for_model
 
 from .rubric import FRAMES_NOTE, RUBRIC_HASH, judge_prompt, parse_reply
 
 JUDGE_VERSION = "vlm-1"
 CLIENT_ERROR = re.compile(r"HTTP 4\d\d")
-
-
-def sample_frames(path: str | Path, count: int) -> list[np.ndarray]:
-    """`count` frames spread evenly over a video (decoding stops after the last one needed)."""
-    total = max(1, min(probe(path).frames, 100_000))
-    wanted = sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
-    out = []
-    for index, frame in enumerate(iter_frames(path)):
-        if index == wanted[len(out)]:
-            out.append(frame)
-            if len(out) == len(wanted):
-                break
-    if not out:
-        raise VlmError(f"no decodable frames in {path}")
-    return out
 
 
 class VlmJudge:
@@ -59,7 +41,7 @@ class VlmJudge:
         text = judge_prompt(prompt)
         if media == "video":
             return self.client.generate(text, [], videos=[source, output])
-        images = sample_frames(source, self.frames) + sample_frames(output, self.frames)
+        images = video_frames_for_model(source, self.frames) + video_frames_for_model(output, self.frames)
         return self.client.generate(text + FRAMES_NOTE.format(n=self.frames), images)
 
     def judge(self, prompt: str, source: str | Path, output: str | Path) -> dict:

@@ -9,8 +9,8 @@ and the benchmark's automatic judge (`sparkle_bench.automatic_judge`), each agai
   relighting is not damage); a translucent or melted subject loses local contrast and structure;
 - `subject_opacity`: where the backdrop behind the subject is known (the pipeline's own background
   layer or video), how opaque the subject is: a ghost lets the backdrop through;
-- `tone_follow`: how far the subject's tone followed the background's change of light (a daylit
-  subject pasted under a night sky follows 0 of it).
+- `tone_follow`: how far the subject's lightness followed the background's change of light (a
+  daylit subject pasted under a night sky follows 0 of it).
 
 Scores keep the rubric's three parts and VIEScore's overall (sqrt(min(semantic) * quality)):
 
@@ -87,7 +87,7 @@ def quality(img: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> tuple[f
 WORK_SIDE = 480  # frames are measured at about this many pixels on the long side
 CHANGE_BLOCK = 16  # background blocks, in working pixels
 CHANGE_THRESHOLD = 6.0  # mean Lab distance (0-255 scale) from which a block counts as changed
-SHIFT_L, SHIFT_AB = 25.0, 12.0  # a background light change this large asks the subject to follow
+SHIFT_L = 25.0  # a background lightness change this large (0-255 Lab) asks the subject to follow
 FULL_FOLLOW = 0.3  # the share of the background's tone change that counts as fully harmonised
 
 
@@ -163,22 +163,22 @@ def subject_opacity(source: np.ndarray, edited: np.ndarray, backdrop: np.ndarray
 
 
 def tone_follow(source: np.ndarray, edited: np.ndarray, subject: np.ndarray, background: np.ndarray) -> dict:
-    """How far the subject's tone followed the background's change of light. The mean Lab change of
-    the background (`bg_shift_l`, `bg_shift_ab`) and of the subject are compared: `follow` is the
-    subject's change projected on the background's, as a share of it (0: the subject kept the old
-    light; 1: it moved as much as the background), taken on lightness and on colour cast
-    separately, wherever the background's change is large enough to matter (`SHIFT_L`, `SHIFT_AB`),
-    the better of the two; None when the light did not change enough to need harmonising."""
-    ls, le = _lab(source), _lab(edited)
-    bg = le[background].mean(axis=0) - ls[background].mean(axis=0)
-    fg = le[subject].mean(axis=0) - ls[subject].mean(axis=0)
-    follows = []
-    if abs(bg[0]) >= SHIFT_L:
-        follows.append(float(fg[0] / bg[0]))
-    if np.linalg.norm(bg[1:]) >= SHIFT_AB:
-        follows.append(float(fg[1:] @ bg[1:] / (bg[1:] @ bg[1:])))
-    return {"follow": round(float(np.clip(max(follows), 0.0, 1.0)), 4) if follows else None,
-            "bg_shift_l": round(float(bg[0]), 2), "bg_shift_ab": round(float(np.linalg.norm(bg[1:])), 2)}
+    """How far the subject's lightness adapted to the new background's light (mean Lab lightness,
+    0-255). Wherever the background's lightness changed by at least `SHIFT_L` (else `follow` is
+    None: nothing needs harmonising, e.g. a subject filmed before a dark screen put before a dark
+    sky), `follow` is the larger of two shares, clipped to [0, 1]: the subject's change over the
+    background's change (it moved with the light), and the subject's change over the gap from its
+    old lightness to the new background's (it moved toward the new light, as a compositor's colour
+    transfer does). A daylit subject pasted unchanged under a night sky follows 0 of either."""
+    ls, le = _lab(source)[..., 0], _lab(edited)[..., 0]
+    bg_src, bg_out = float(ls[background].mean()), float(le[background].mean())
+    fg_src, fg_out = float(ls[subject].mean()), float(le[subject].mean())
+    follow = None
+    if abs(bg_out - bg_src) >= SHIFT_L:
+        moved = fg_out - fg_src
+        shares = [moved / (bg_out - bg_src)] + ([moved / (bg_out - fg_src)] if abs(bg_out - fg_src) >= 1 else [])
+        follow = round(float(np.clip(max(shares), 0.0, 1.0)), 4)
+    return {"follow": follow, "bg_shift_l": round(bg_out - bg_src, 2), "subject_shift_l": round(fg_out - fg_src, 2)}
 
 
 def subject_regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -135,11 +135,44 @@ def test_adding_a_system_judges_only_that_system(bench_home):
     assert "\n  kiwi2 " in run.stdout
 
 
+def test_an_asset_registers_itself_as_a_system(bench_home, tmp_path):
+    """What a trained checkpoint's outputs do: an asset records a `bench_output` per sample with its
+    system's name, and `bench_outputs` links them in as that system, with lineage to the producer."""
+    from sparkle_assets.core.lineage import ArtifactRow, LineageBatch, now_iso
+    from sparkle_assets.core.store import ArtifactStore
+    from sparkle_assets.evaluation.bench_outputs import plan, sample_inputs
+    from sparkle_assets.evaluation.systems import systems_for
+
+    home = tmp_path / "home"
+    shutil.copytree(bench_home["home"], home, ignore=shutil.ignore_patterns("dagster"))
+    db, store = Lineage(home / "lineage.duckdb"), ArtifactStore(home / "store")
+    with store.writing("bench_output", "ckpt0000000000000000000a", "mp4") as tmp:
+        make_subject_clip(tmp, seed=5)
+    art = store.commit("bench_output", "ckpt0000000000000000000a", code_version="editor_outputs-0", params={},
+                       inputs={}, info={"system": "ckpt_a"}, ext="mp4")
+    batch = LineageBatch(artifacts=[ArtifactRow(id=art.id, kind="bench_output", asset_key="editor_outputs",
+                                                partition="location", clip_id="Sparkle_location_000001",
+                                                theme="location", uri=art.uri, bytes=art.bytes,
+                                                content_hash=art.content_hash, info={"system": "ckpt_a"})])
+    batch.materialization = {"run_id": "r", "asset_key": "editor_outputs", "partition": "location",
+                             "code_version": "0", "data_version": "x", "created_at": now_iso(),
+                             "artifact_ids": [art.id], "summary": {}}
+    db.write(batch)
+    settings = {"systems": {}}
+    systems = {s.name: s for s in systems_for(settings, db, "location")}
+    assert systems["ckpt_a"].kind == "asset" and systems["ckpt_a"].params == {"asset": "editor_outputs"}
+    fn, clips, missing = plan(systems["ckpt_a"], sample_inputs(db, "location"), "location", db)
+    assert fn.__name__ == "link_output" and [c.clip_id for c in clips] == ["Sparkle_location_000001"]
+    assert clips[0].parents["video"]["id"] == art.id  # the output's lineage leads to what produced it
+    assert missing == {"Sparkle_location_000000": "editor_outputs has no output for this sample"}
+
+
 class RecordedJudge:
     """A local OpenAI-compatible endpoint replying from a script: per edited video (the second video
-    part, by its sha256) a list of replies, the last one repeated. Records every request."""
+    part, by its sha256) a list of replies, the last one repeated. Records every request. With
+    `images_only`, a request with a video part is refused (HTTP 400) and any other gets `script["*"]`."""
 
-    def __init__(self, script: dict[str, list[str]]):
+    def __init__(self, script: dict[str, list[str]], images_only: bool = False):
         self.requests = []
         served: dict[str, int] = {}
         lock = threading.Lock()
@@ -149,11 +182,20 @@ class RecordedJudge:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 parts = body["messages"][0]["content"]
-                video = parts[-1]["image_url"]["url"]
-                key = hashlib.sha256(base64.b64decode(video.split(",", 1)[1])).hexdigest()
+                video = parts[-1]["image_url"]["url"] if parts[-1]["type"] == "image_url" else ""
+                if images_only:
+                    outer.requests.append({"parts": [p["type"] for p in parts], "video": video[:22]})
+                    if video.startswith("data:video/"):
+                        self.send_response(400)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    video = "x,"
+                key = "*" if images_only else hashlib.sha256(base64.b64decode(video.split(",", 1)[1])).hexdigest()
                 with lock:
-                    outer.requests.append({"parts": [p["type"] for p in parts], "video": video[:22],
-                                           "temperature": body.get("temperature"), "seed": body.get("seed")})
+                    if not images_only:
+                        outer.requests.append({"parts": [p["type"] for p in parts], "video": video[:22],
+                                               "temperature": body.get("temperature"), "seed": body.get("seed")})
                     replies = script.get(key, ["no script for this video"])
                     reply = replies[min(served.get(key, 0), len(replies) - 1)]
                     served[key] = served.get(key, 0) + 1
@@ -242,6 +284,26 @@ def test_vlm_judge_end_to_end_with_recorded_replies(bench_home, tmp_path, monkey
         assert len(server.requests) == before and second["requests"] == 0 and second["judged"] == 0
     finally:
         server.close()
+
+
+def test_vlm_judge_falls_back_to_frames_for_an_images_only_endpoint(bench_home):
+    from sparkle_bench.vlm_judge import VlmJudge
+    from sparkle_model.vlm import EndpointVlm
+
+    home, db = bench_home["home"], bench_home["db"]
+    output = db.current_artifacts("bench_outputs", "location", kind="bench_output")[0]
+    clip = db.current_artifacts("bench_samples", "location", kind="bench_sample")[0]["info"]["clip_artifact"]
+    src = home / "store" / db.artifacts_by_id([clip])[clip]["uri"]
+    server = RecordedJudge({"*": [reply(4, 4, 4, 4, 4, 4)]}, images_only=True)
+    try:
+        judge = VlmJudge(EndpointVlm(server.url, "images-only", retries=1), "images-only", media="video", frames=3)
+        result = judge.judge("Put the subject on a beach", src, home / "store" / output["uri"])
+    finally:
+        server.close()
+    assert result == {"status": "ok", "scores": [4] * 6, "reply": reply(4, 4, 4, 4, 4, 4).strip(), "attempts": 1,
+                      "media": "frames"}
+    refused, accepted = server.requests
+    assert refused["video"] == "data:video/mp4;base64," and accepted["parts"] == ["image_url"] * 6 + ["text"]
 
 
 # -- the UI, in a real browser -------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def defect_results():
     sys.path.insert(0, str(REPO / "benchmarks"))
     from defect_pairs import judge_clip
 
-    return judge_clip(clip, frames=25, width=384)
+    return judge_clip(clip, frames=33, width=480)  # what benchmarks/defect_pairs.py reports on every demo clip
 
 
 @pytest.mark.parametrize("defect", ["ghost", "pasted_patch", "frozen_foreground", "frozen_background",
@@ -162,8 +162,10 @@ def test_each_defect_scores_clearly_below_its_clean_counterpart(defect_results, 
     assert clean["kept"] and not bad["kept"], (clean, bad)
 
 
-def test_identity_fails_instruction_compliance_and_everything_is_capped():
+def test_identity_fails_instruction_compliance_and_everything_is_capped(tmp_path):
     from sparkle_bench.automatic_judge import judge_videos
+    from sparkle_bench.metrics import IqaModels
+    from tiny_models import build_tiny_clip
 
     rng = np.random.default_rng(1)
     frames = [cv2.GaussianBlur(rng.integers(0, 255, (72, 128, 3), dtype=np.uint8), (5, 5), 0) for _ in range(9)]
@@ -172,4 +174,9 @@ def test_identity_fails_instruction_compliance_and_everything_is_capped():
     result = judge_videos(frames, frames, masks, 16, "Put the subject on a sunny beach with waves")
     assert result["levels"]["instruction"] == 1 and result["scores"] == [1] * 6
     assert result["levels"]["fg_integrity"] == 5 and result["levels"]["fg_motion"] == 5  # before the cap
-    assert any("CLIP" in u for u in result["unmeasured"])
+    assert any("CLIP" in u for u in result["unmeasured"]) and result["signals"]["clip_gain"] is None
+    # with a CLIP model the prompt match is measured (the output must sit closer to the prompt than the source)
+    clip = IqaModels(clip_dir=str(build_tiny_clip(tmp_path / "clip")))
+    result = judge_videos(frames, frames, masks, 16, "Put the subject on a sunny beach with waves", models=clip)
+    assert result["signals"]["clip_gain"] == 0 and not any("CLIP" in u for u in result["unmeasured"])
+    assert result["scores"] == [1] * 6
