@@ -145,7 +145,8 @@ def test_checkpoint_resumes_after_kill_links_its_rows_is_reused_edits_the_bench_
     meta = metadata(resumed)
     assert meta["reused"] is False and meta["resumed_from_step"] == saved and meta["steps"] == 16
     assert meta["pairs"] == 1 and len(meta["loss_per_step"]["loss"]) == 16
-    assert "data:image/png;base64," in meta["loss_curve"]
+    assert "data:image/png;base64," in meta["loss_curve"] and len(meta["loss_curve"]) < 1000  # shown inline
+    assert Path(meta["loss_curve_png"]).read_bytes()[:4] == b"\x89PNG"
     live = [e for e in resumed.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert [o.event_specific_data.asset_observation.metadata["step"].value for o in live] == \
         list(range(saved + 1, 17))

@@ -32,6 +32,7 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 
 from sparkle_bench.sparkle_format import ReleaseFormatError, read_release
+from sparkle_model.editor.run_files import loss_sparkline_png
 
 from ..core.clipstep import data_version_of
 from ..core.config import ConfigError, config_failures
@@ -187,11 +188,14 @@ def train_with_pipes(context: dg.AssetExecutionContext, trainer: EditorTrainerRe
     return json.loads((work / "result.json").read_text())
 
 
-def loss_metadata(store: ArtifactStore, extra: dict[str, StoredArtifact]) -> dict:
+def loss_metadata(store: ArtifactStore, extra: dict[str, StoredArtifact], folder: Path) -> dict:
+    """The loss inline (a sparkline the UI shows in place), the full curve's file, per-step numbers."""
     losses = json.loads(store.path_of(extra["editor_loss"]).read_text())["loss"]
-    png = base64.b64encode(store.path_of(extra["editor_loss_curve"]).read_bytes()).decode()
+    png = base64.b64encode(loss_sparkline_png(losses)).decode()
     stride = max(1, len(losses) // 1000)
-    return {"loss_curve": dg.MetadataValue.md(f"![loss per step](data:image/png;base64,{png})"),
+    caption = f"running mean of the loss over {len(losses)} steps; step 1: {losses[0]:.3f}, last: {losses[-1]:.3f}"
+    return {"loss_curve": dg.MetadataValue.md(f"![loss](data:image/png;base64,{png})\n\n{caption}"),
+            "loss_curve_png": dg.MetadataValue.path(str(folder / COMPANIONS["editor_loss_curve"][0])),
             "loss_per_step": dg.MetadataValue.json({"stride": stride, "loss": [round(v, 5) for v in losses[::stride]]}),
             "loss_first_10": float(sum(losses[:10]) / len(losses[:10])),
             "loss_last_10": float(sum(losses[-10:]) / len(losses[-10:]))}
@@ -262,5 +266,5 @@ def record(context: dg.AssetExecutionContext, db: Lineage, store: ArtifactStore,
                 "data_hash": main.info["data_hash"], "training_seconds": main.info.get("seconds") or 0.0,
                 "processes": main.info["processes"], "folder": dg.MetadataValue.path(str(folder)),
                 "training_config": dg.MetadataValue.json(config.model_dump()),
-                **loss_metadata(store, extra), "lineage_db": dg.MetadataValue.path(str(db.db_path))}
+                **loss_metadata(store, extra, folder), "lineage_db": dg.MetadataValue.path(str(db.db_path))}
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
