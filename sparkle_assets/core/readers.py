@@ -64,6 +64,7 @@ ROLES: dict[str, Role] = {
     "bench_row": Role("bench_split", "bench_row", per_theme=True),  # keyed by the pair's clip id
     "bench_sample": Role("bench_samples", "bench_sample", per_theme=True),  # keyed by the sample id
     "bench_output": Role("bench_outputs", "bench_output", per_theme=True),  # one per system and sample
+    "editor_output": Role("editor_outputs", "bench_output", per_theme=True),  # a checkpoint's, as a system's
     "judgment": Role("bench_judgments", "bench_judgment", per_theme=True),
 }
 

@@ -24,10 +24,8 @@ from typing import Any
 
 import dagster as dg
 
-from sparkle_model.taxonomy import TaxonomyError
-
 from .clipstep import ClipInput, Companion, StepReport, data_version_of, run_clip_step
-from .config import ConfigError, StageConfig
+from .config import StageConfig, config_failures
 from .executor import ClipExecutor
 from .lineage import UNPARTITIONED, Lineage, LineageBatch, now_iso
 from .readers import ROLES, rows_by_clip
@@ -69,15 +67,13 @@ class Stage:
             @functools.wraps(fn)
             def body(context, *args, **kwargs):
                 where = f"{self.name}[{context.partition_key}]" if self.per_theme else self.name
-                try:
+                with config_failures(where):
                     if self.per_theme:
                         check_theme_name(context.partition_key)
                     for value in [*args, *kwargs.values()]:
                         if isinstance(value, StageConfig):
                             value.check()
                     return fn(context, *args, **kwargs)
-                except (ConfigError, TaxonomyError) as exc:
-                    raise dg.Failure(description=f"{where}: {exc}") from exc
 
             return dg.asset(name=self.name, deps=self.deps, code_version=self.code_version,
                             group_name=self.group or ("theme" if self.per_theme else "theme_independent"),

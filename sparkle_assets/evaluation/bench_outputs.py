@@ -25,7 +25,8 @@ from .resources import BenchResource
 from .systems import (OUTPUT_VERSION, System, copy_output, copy_source, link_output, pipeline_chain, static_composite,
                       systems_for)
 
-STAGE = Stage("bench_outputs", OUTPUT_VERSION, reads=("bench_sample",), by_products=("video", "plate"),
+STAGE = Stage("bench_outputs", OUTPUT_VERSION, reads=("bench_sample",),
+              by_products=("video", "plate", "editor_output"),  # editor_output: the asset systems (SYSTEM_ASSETS)
               per_theme=True, group="bench")
 
 
