@@ -482,11 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SPARKLE_DAGSTER_STORAGE"] = args.storage
     if args.command == "train" and not args.config:
         args.config = ["tiny"]
+    from .core.lineage import LineageVersionError
     from .core.runs import InstanceError
 
     try:
         return args.fn(args)
-    except (SettingsError, InstanceError) as exc:
+    except (SettingsError, InstanceError, LineageVersionError) as exc:
         print(f"sparkle: {exc}", file=sys.stderr)
         return 2
 

@@ -133,6 +133,24 @@ CONSOLE_CONFIG = {"enable_external_access": False, "autoload_known_extensions": 
                   "autoinstall_known_extensions": False, "lock_configuration": True}
 
 
+class LineageVersionError(ValueError):
+    """The lineage file was written by a DuckDB newer than the pinned one."""
+
+
+def _connect(path: Path, **kwargs) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, with a clear way out for a file written by a newer DuckDB (versions of this
+    project before the DuckLake backend pinned DuckDB 2.0, whose files 1.5 cannot read)."""
+    try:
+        return duckdb.connect(str(path), **kwargs)
+    except duckdb.IOException as exc:
+        if "newer version" not in str(exc):
+            raise
+        raise LineageVersionError(
+            f"{path} was written by a newer DuckDB than this project's {duckdb.__version__} (versions before the "
+            f"DuckLake backend pinned DuckDB 2.0); convert it once with scripts/lineage_downgrade.sh "
+            f"{path.parent}") from None
+
+
 class LineageQueryError(ValueError):
     """A console query DuckDB refused or could not run, or a question this backend cannot answer (one line)."""
 
@@ -317,7 +335,7 @@ class Lineage:
         """Apply every pending fragment, oldest first, under the exclusive lock. Returns how many."""
         with self._locked(exclusive=True):
             fragments = self.pending()
-            con = duckdb.connect(str(self.db_path))
+            con = _connect(self.db_path)
             try:
                 self._ensure_schema(con)
                 for frag in fragments:
@@ -419,7 +437,7 @@ class Lineage:
         if self.pending() or not self.db_path.exists():
             self.merge()
         with self._locked(exclusive=False):
-            con = duckdb.connect(str(self.db_path), read_only=True, config=CONSOLE_CONFIG if console else {})
+            con = _connect(self.db_path, read_only=True, config=CONSOLE_CONFIG if console else {})
             try:
                 yield con
             finally:
