@@ -37,8 +37,8 @@ OFFICIAL = [{"id": "a", "prompt": "p", "edit_type": "location", "subtheme": "rur
 
 
 def bench_env(home: Path) -> dict:
-    return {**os.environ, "SPARKLE_HOME": str(home), "SPARKLE_DAGSTER_DIR": str(home / "dagster"),
-            "DAGSTER_HOME": str(REPO), "SPARKLE_BUNDLED": "0", "SPARKLE_EXECUTOR": "in_process",
+    return {**os.environ, "SPARKLE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "SPARKLE_BUNDLED": "0",
+            "SPARKLE_EXECUTOR": "in_process",
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -243,8 +243,7 @@ def test_vlm_judge_end_to_end_with_recorded_replies(bench_home, tmp_path, monkey
         tries[key] = {"identity": 1, "static_composite": 1, "pipeline": 2}.get(system, 3)  # a video is judged once
     server = RecordedJudge(script)
     try:
-        for name, value in {"SPARKLE_HOME": str(home), "SPARKLE_DAGSTER_DIR": str(home / "dagster"),
-                            "SPARKLE_VLM_BACKEND": "endpoint", "SPARKLE_VLM_URL": server.url,
+        for name, value in {"SPARKLE_HOME": str(home), "SPARKLE_VLM_BACKEND": "endpoint", "SPARKLE_VLM_URL": server.url,
                             "SPARKLE_VLM_MODEL": "fake-judge", "SPARKLE_BENCH_JUDGE": "vlm",
                             "SPARKLE_EXECUTOR": "in_process"}.items():
             monkeypatch.setenv(name, value)

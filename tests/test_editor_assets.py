@@ -47,7 +47,7 @@ def built(tmp_path_factory):
     configs.mkdir()
     make_subject_clip(folder / "a.mp4", seed=1)
     make_subject_clip(folder / "b.mp4", seed=2)
-    env = {"SPARKLE_HOME": str(home), "SPARKLE_DAGSTER_DIR": str(home / "dagster"), "SPARKLE_BUNDLED": "0",
+    env = {"SPARKLE_HOME": str(home), "SPARKLE_BUNDLED": "0",
            "SPARKLE_EXECUTOR": "in_process", "SPARKLE_SOURCE_FOLDERS": str(folder),
            "SPARKLE_THEMES_DIR": str(REPO / "themes"), "SPARKLE_TRAINING_DIR": str(configs)}
     with pytest.MonkeyPatch.context() as mp:
