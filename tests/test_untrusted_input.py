@@ -71,8 +71,9 @@ def test_partition_named_like_a_path_cannot_leave_the_home(home, tmp_path, capsy
     before = _tree(tmp_path / "some")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("theme", [evil])
+        resources = default_resources()  # of the test's home (`defs` holds those of import time)
         run = defs.resolve_job_def("refilter").execute_in_process(instance=instance, partition_key=evil,
-                                                                  raise_on_error=False)
+                                                                  raise_on_error=False, resources=resources)
         assert not run.success
         failures = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
         assert failures and all(f"invalid theme partition name {evil!r}" in e.event_specific_data.error.message
@@ -96,7 +97,7 @@ def test_partition_named_like_a_path_cannot_leave_the_home(home, tmp_path, capsy
             default_resources()["themes"].theme("../../etc/passwd")
         # run config cannot point the export outside the home either
         export = defs.resolve_job_def("refilter").execute_in_process(
-            instance=instance, partition_key="time", raise_on_error=False,
+            instance=instance, partition_key="time", raise_on_error=False, resources=resources,
             run_config={"ops": {"sparkle_dataset": {"config": {"root": str(victim)}}}})
         assert not export.success
         assert any("root must be a folder inside the project home" in e.event_specific_data.error.message

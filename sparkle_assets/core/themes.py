@@ -1,4 +1,5 @@
-"""The `theme` dynamic partition and the sensor that keeps it in step with the taxonomy files.
+"""The `theme` dynamic partition and the sensor that keeps it in step with the taxonomy files, with the
+two helpers every file-backed partition uses (`register_new`, `new_partitions`; also `run_config`).
 
 Adding a theme is adding `<themes dir>/<name>.yaml`: the `theme_taxonomy` sensor validates every
 file and registers a partition for each new valid one (it never deletes partitions, so removing a
@@ -49,32 +50,42 @@ def invalid_partitions(instance: dg.DagsterInstance) -> list[str]:
     return [k for k in instance.get_dynamic_partitions(theme_partitions.name) if theme_name_problem(k)]
 
 
-def new_themes(themes: ThemesResource, existing: set[str]) -> tuple[list[str], dict[str, str]]:
-    """(valid themes that have no partition yet, errors by file)."""
-    valid, errors = themes.load()
-    return sorted(set(valid) - existing), errors
+def register_new(instance: dg.DagsterInstance, partitions: dg.DynamicPartitionsDefinition,
+                 valid: list[str]) -> list[str]:
+    """Add a partition for every valid name that has none (what a file-backed partition's sensor
+    does, for a command that runs without the daemon); returns the names added."""
+    added = sorted(set(valid) - set(instance.get_dynamic_partitions(partitions.name)))
+    if added:
+        instance.add_dynamic_partitions(partitions.name, added)
+    return added
+
+
+def new_partitions(context: dg.SensorEvaluationContext, partitions: dg.DynamicPartitionsDefinition,
+                   valid: list[str], problems: list[str], files: str):
+    """The tick of a sensor that keeps `partitions` in step with a folder of `files` (a partition per
+    valid file, none ever deleted, so removing a file loses no history): the new ones as a request,
+    recorded with the tick, and every problem logged and named in the skip message."""
+    existing = set(context.instance.get_dynamic_partitions(partitions.name))
+    added = sorted(set(valid) - existing)
+    for problem in problems:
+        context.log.error(problem)
+    if not added:
+        invalid = f"; invalid: {'; '.join(problems)}" if problems else ""
+        return dg.SkipReason(f"no new {files} ({len(existing)} registered){invalid}")
+    context.log.info(f"registering {partitions.name} partitions: {', '.join(added)}")
+    return dg.SensorResult(dynamic_partitions_requests=[partitions.build_add_request(added)])
 
 
 def register_themes(instance: dg.DagsterInstance, themes: ThemesResource) -> tuple[list[str], dict[str, str]]:
     """Add a partition for every valid theme file (what the sensor does; used by `sparkle run`)."""
-    added, errors = new_themes(themes, set(instance.get_dynamic_partitions(theme_partitions.name)))
-    if added:
-        instance.add_dynamic_partitions(theme_partitions.name, added)
-    return added, errors
+    valid, errors = themes.load()
+    return register_new(instance, theme_partitions, valid), errors
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Registers a `theme` partition for every valid taxonomy file in the themes directory.")
 def theme_taxonomy(context: dg.SensorEvaluationContext, themes: ThemesResource):
-    existing = set(context.instance.get_dynamic_partitions(theme_partitions.name))
-    added, errors = new_themes(themes, existing)
-    for message in errors.values():
-        context.log.error(f"invalid theme file: {message}")
-    for name in invalid_partitions(context.instance):
-        errors[name] = theme_name_problem(name)
-        context.log.error(errors[name])
-    if not added:
-        problems = f"; invalid: {'; '.join(errors.values())}" if errors else ""
-        return dg.SkipReason(f"no new theme files ({len(existing)} registered){problems}")
-    context.log.info(f"registering theme partitions: {', '.join(added)}")
-    return dg.SensorResult(dynamic_partitions_requests=[theme_partitions.build_add_request(added)])
+    valid, errors = themes.load()
+    problems = [f"invalid theme file: {m}" for m in errors.values()]
+    problems += [theme_name_problem(name) for name in invalid_partitions(context.instance)]
+    return new_partitions(context, theme_partitions, valid, problems, "theme files")

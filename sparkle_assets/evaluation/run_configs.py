@@ -17,6 +17,7 @@ import pydantic
 import yaml
 
 from ..core.config import ConfigError, Range, StageConfig
+from ..core.themes import new_partitions, register_new
 from .trainer import EditorTrainerResource
 
 run_config_partitions = dg.DynamicPartitionsDefinition(name="run_config")
@@ -149,29 +150,16 @@ def valid_run_configs(directory: str | Path) -> tuple[list[str], dict[str, str]]
     return names, errors
 
 
-def new_run_configs(directory: str | Path, existing: set[str]) -> tuple[list[str], dict[str, str]]:
-    """(valid configuration files that have no partition yet, errors by file name)."""
-    names, errors = valid_run_configs(directory)
-    return sorted(set(names) - existing), errors
-
-
 def register_run_configs(instance: dg.DagsterInstance, directory: str | Path) -> tuple[list[str], dict[str, str]]:
     """Add a partition for every valid configuration file that has none (the sensor's work; `sparkle train`)."""
-    added, errors = new_run_configs(directory, set(instance.get_dynamic_partitions(run_config_partitions.name)))
-    if added:
-        instance.add_dynamic_partitions(run_config_partitions.name, added)
-    return added, errors
+    valid, errors = valid_run_configs(directory)
+    return register_new(instance, run_config_partitions, valid), errors
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Registers a `run_config` partition for every valid training configuration file.")
 def training_configs(context: dg.SensorEvaluationContext, editor_trainer: EditorTrainerResource):
-    existing = set(context.instance.get_dynamic_partitions(run_config_partitions.name))
-    added, errors = new_run_configs(editor_trainer.configs_dir, existing)
-    for message in errors.values():
-        context.log.error(f"invalid training configuration: {message}")
-    if not added:
-        problems = f"; invalid: {'; '.join(errors.values())}" if errors else ""
-        return dg.SkipReason(f"no new training configuration files ({len(existing)} registered){problems}")
-    context.log.info(f"registering run_config partitions: {', '.join(added)}")
-    return dg.SensorResult(dynamic_partitions_requests=[run_config_partitions.build_add_request(added)])
+    valid, errors = valid_run_configs(editor_trainer.configs_dir)
+    return new_partitions(context, run_config_partitions, valid,
+                          [f"invalid training configuration: {m}" for m in errors.values()],
+                          "training configuration files")
