@@ -48,9 +48,15 @@ ROLE = {"source_clip": "clip", "foreground_mask": "mask", "instruction": "instru
 
 
 def baseline_module(rev: str, path: str, name: str):
-    """A module of the project as it is at `rev` (its relative imports pointed at today's core)."""
-    text = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{path}"], check=True, capture_output=True,
-                          text=True).stdout
+    """A module of the project as it is at `rev` (its relative imports pointed at today's core; before
+    the core/ layout the module sat one folder up)."""
+    for candidate in (path, path.replace("/core/", "/")):
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{candidate}"], capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"{path} is not in revision {rev}")
+    text = shown.stdout
     text = text.replace("from .store import", "from sparkle_assets.core.store import")
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
