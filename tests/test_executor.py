@@ -66,3 +66,30 @@ def test_every_outcome_carries_its_cost():
     assert outcome.cost.peak_rss_mb is None or outcome.cost.peak_rss_mb > 10
     pooled = ProcessPoolExecutor(2).map(sleep_for, [0.2, 0.2])
     assert all(o.cost.wall_s >= 0.2 for o in pooled)
+
+
+def loaded_modules(_) -> list[str]:
+    import sys
+
+    return sorted(sys.modules)
+
+
+def test_pool_workers_run_a_stage_function_without_importing_dagster(tmp_path):
+    """A worker that has run a real per-clip function (through `run_job`, as a step does) has not
+    imported Dagster: the functions live in Dagster-free modules (`core.steps`, `core.ingest`)."""
+    from conftest import make_clip
+    from sparkle_assets.core.clipstep import ClipJob, Output, run_job
+    from sparkle_assets.core.executor import shutdown_pools
+    from sparkle_assets.core.steps import CAMERA_MOTION_VERSION, score_camera_motion
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=17)
+    main = Output("camera_motion", "a" * 16, None, CAMERA_MOTION_VERSION, {"fps": 16.0}, {"clip": "b" * 16})
+    job = ClipJob(fn=score_camera_motion, store_root=str(tmp_path / "store"), main=main, input_paths={"clip": str(clip)})
+    shutdown_pools()  # a fresh worker: nothing an earlier test ran in it
+    pool = ProcessPoolExecutor(1)
+    done = pool.map(run_job, [job])[0]
+    assert done.ok, done.detail
+    assert done.value.artifact.info["score"] >= 0
+    modules = pool.map(loaded_modules, [None])[0].value
+    assert "sparkle_assets.core.steps" in modules and "cv2" in modules  # the same worker ran the step
+    assert not [m for m in modules if m == "dagster" or m.startswith("dagster.")]

@@ -20,32 +20,12 @@ import numpy as np
 from sparkle_model.video import (MAX_FRAMES, VideoError, check_file, clip_lengths, decode_check, iter_frames, probe,
                                  resample_indices, target_size, write_video)
 
-from .config import Range, StageConfig
 from .lineage import ArtifactRow
 from .sources import absolute_path
 from .store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
 
 CODE_VERSION = "source_clips-2"  # 2: decoder errors and forged headers quarantined
 TRUNCATION_TOLERANCE = 0.9  # fewer decoded frames than this share of the declared count = truncated
-
-
-class SourceClipsConfig(StageConfig):
-    """Normalisation of source videos (defaults follow the paper: 16 fps, up to 81 = 4k+1 frames)."""
-
-    RANGES = {"fps": Range(1, 60), "max_side": Range(64, 4096), "max_frames": Range(5, 1025),
-              "min_frames": Range(5, 1025), "max_clips_per_video": Range(1, 1000)}
-    fps: float = 16.0
-    max_side: int = 1280
-    max_frames: int = 81
-    min_frames: int = 17
-    max_clips_per_video: int = 4
-
-    def problems(self) -> list[str]:
-        found = [f"{name} must be of the form 4k+1, got {getattr(self, name)}"
-                 for name in ("max_frames", "min_frames") if getattr(self, name) % 4 != 1]
-        if self.min_frames > self.max_frames:
-            found.append(f"min_frames ({self.min_frames}) must not exceed max_frames ({self.max_frames})")
-        return found
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,16 @@ from sparkle_bench.sparkle_format import ReleaseFormatError, read_bench, read_op
 
 from ..core.clipstep import ClipInput, run_clip_step
 from ..core.config import ConfigError
-from ..core.ingest import IngestJob, SourceClipsConfig, failed_ingest_row, ingest_rows, ingest_source
+from ..core.ingest import IngestJob, failed_ingest_row, ingest_rows, ingest_source
+from ..core.step_configs import SourceClipsConfig
 from ..core.lineage import ArtifactRow, LineageBatch
 from ..core.readers import ROLES
 from ..core.release import task_id
 from ..core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource, MaskBackendResource,
                               ThemesResource)
 from ..core.stage import Stage
-from ..core.steps import MASKS_VERSION, PREVIEW, ForegroundMasksConfig, compute_foreground_mask
+from ..core.steps import MASKS_VERSION, PREVIEW, compute_foreground_mask
+from ..core.step_configs import ForegroundMasksConfig
 from ..core.store import artifact_id
 from .resources import BenchResource
 

@@ -7,8 +7,8 @@ too short or of absurd resolution are quarantined with a reason and never fail t
 
 import dagster as dg
 
-from ...core.ingest import (CODE_VERSION, IngestJob, IngestResult, SourceClipsConfig, failed_ingest_row,
-                           ingest_rows, ingest_source)
+from ...core.ingest import CODE_VERSION, IngestJob, IngestResult, failed_ingest_row, ingest_rows, ingest_source
+from ...core.step_configs import SourceClipsConfig
 from ...core.lineage import LineageBatch
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
