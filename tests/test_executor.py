@@ -93,3 +93,33 @@ def test_pool_workers_run_a_stage_function_without_importing_dagster(tmp_path):
     modules = pool.map(loaded_modules, [None])[0].value
     assert "sparkle_assets.core.steps" in modules and "cv2" in modules  # the same worker ran the step
     assert not [m for m in modules if m == "dagster" or m.startswith("dagster.")]
+
+
+def torch_threads(_) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_torch_runs_on_the_configured_threads(monkeypatch):
+    """Pool workers and the in-process path run torch on `threads` threads (SPARKLE_TORCH_THREADS,
+    default 1); the in-process path gives the step's process its own count back."""
+    import torch
+
+    from sparkle_assets.core.config import ConfigError
+    from sparkle_assets.core.resources import ClipExecutorResource, default_resources
+
+    torch.set_num_threads(2)
+    assert InProcessExecutor(threads=1).map(torch_threads, [None])[0].value == 1
+    assert torch.get_num_threads() == 2
+    assert ProcessPoolExecutor(1, threads=1).map(torch_threads, [None])[0].value == 1
+    assert ProcessPoolExecutor(1, threads=2).map(torch_threads, [None])[0].value == 2
+    monkeypatch.setenv("SPARKLE_TORCH_THREADS", "2")
+    assert default_resources()["clip_executor"].executor().threads == 2
+    monkeypatch.delenv("SPARKLE_TORCH_THREADS")
+    assert default_resources()["clip_executor"].executor().threads == 1
+    with pytest.raises(ConfigError, match=r"clip_executor.threads \(SPARKLE_TORCH_THREADS\) must be in \[1, 256\], got 0"):
+        ClipExecutorResource(threads=0).executor()
+    monkeypatch.setenv("SPARKLE_TORCH_THREADS", "two")
+    with pytest.raises(ConfigError, match="SPARKLE_TORCH_THREADS must be an integer"):
+        default_resources()
