@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from sparkle_bench.automatic_judge import judge_videos
+from sparkle_bench.flow import VideoFlow, source_flow
 from sparkle_bench.metrics import IqaModels, background_motion, pair_metrics, sample_indices as metric_frames
 from sparkle_model import backends
 from sparkle_model.background_animation import animate
@@ -305,8 +306,11 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
     backdrop = read_video(inputs["background"])
     masks = load_mask_npz(inputs["mask"])
     models = IqaModels(**params["models"])
+    # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
+    # kept in this process for the next theme (its store path names its content)
+    flows = (source_flow(str(inputs["clip"]), source), VideoFlow(edited))
     metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
-                           models)
+                           models, flows)
     frames = []
     for i in metric_frames(min(len(source), len(edited))):
         m = masks[min(i, len(masks) - 1)]
@@ -317,7 +321,7 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
         frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"],
                        "checks": score.get("checks", {})})
     edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
-    judgment = judge_videos(source, edited, masks, params["fps"], record["instruction"], backdrop, models)
+    judgment = judge_videos(source, edited, masks, params["fps"], record["instruction"], backdrop, models, flows)
     result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
               "chosen_keyword": record["chosen_keyword"], "judge": judgment}
     out.write_text(json.dumps(result, indent=1))
