@@ -22,7 +22,8 @@ from sparkle_model.video import (MAX_FRAMES, VideoError, check_file, clip_length
 
 from .lineage import ArtifactRow
 from .sources import absolute_path
-from .store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
+from .source_hashes import source_sha256
+from .store import ArtifactStore, StoredArtifact, artifact_id
 
 CODE_VERSION = "source_clips-2"  # 2: decoder errors and forged headers quarantined
 TRUNCATION_TOLERANCE = 0.9  # fewer decoded frames than this share of the declared count = truncated
@@ -36,6 +37,7 @@ class IngestJob:
     origin: str
     prompt: str | None
     params: dict
+    hash_cache: str | None = None  # where source hashes are remembered (core.source_hashes; None: hash every time)
 
 
 @dataclass
@@ -51,7 +53,8 @@ class IngestResult:
 
 def ingest_source(job: IngestJob) -> IngestResult:
     """Hash, check and normalise one source file (runs in an executor worker). A file that cannot be
-    used is quarantined with its reason under its content hash, so it is never tried again."""
+    used is quarantined with its reason under its content hash, so it is never tried again. With
+    `hash_cache`, an unchanged file (same size, modification time and inode) is not read again."""
     store = ArtifactStore(job.store_root)
     path = Path(job.path)
     record_params = {**job.params, "clip_id": job.clip_id}
@@ -62,13 +65,16 @@ def ingest_source(job: IngestJob) -> IngestResult:
         return IngestResult(_commit_record(store, artifact_id("source_file", {"path": job.path}, CODE_VERSION,
                                                               record_params),
                                            job, record_params, None, "quarantined", str(exc)))
-    digest = file_sha256(path)
+    digest = source_sha256(path, job.hash_cache)
     rid = artifact_id("source_file", {"content": digest}, CODE_VERSION, record_params)
     cached = store.lookup("source_file", rid)
     if cached is not None:
         clips = [store.lookup("source_clip", c["id"]) for c in cached.info.get("clips", [])]
         if all(clips):
             return IngestResult(cached, clips, fresh=False)
+    if job.hash_cache is not None:  # it is decoded now anyway: its hash too is taken from its bytes
+        digest = source_sha256(path, job.hash_cache, full=True)
+        rid = artifact_id("source_file", {"content": digest}, CODE_VERSION, record_params)
     try:
         clips = _normalise(store, job, rid, path)
         status, reason = "ok", None
