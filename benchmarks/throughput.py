@@ -35,7 +35,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO.parent / "shared" / "data" / "sparkle_demo"
+DEMO = Path(os.environ.get("SPARKLE_SHARED_DATA", REPO.parent / "shared" / "data")) / "sparkle_demo"
 
 
 def demo_csv(folder: Path, clips: int, demo: Path) -> Path:
