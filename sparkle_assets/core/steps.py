@@ -36,7 +36,8 @@ from sparkle_model.instructions import InstructionPlan, MAX_CHARS, MIN_CHARS, de
 from sparkle_model.masks import load_mask_npz, overlay, save_mask_npz, temporal_iou
 from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions
 from sparkle_model.taxonomy import Scene
-from sparkle_model.video import iter_frames, read_frames, read_png, read_video, sample_frames, write_png, write_video
+from sparkle_model.video import (frames_at, iter_frames, read_frames, read_png, read_video, sample_frames, write_png,
+                                 write_video)
 from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
 
 from .clipstep import Companion
@@ -303,7 +304,10 @@ PAIR_SCORES_VERSION = "pair_scores-2"  # -2: the edit score sees ghosts and past
 def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
     record = json.loads(inputs["instruction"].read_text())
     source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
-    backdrop = read_video(inputs["background"])
+    n = min(len(source), len(edited))
+    backdrop = frames_at(inputs["background"], metric_frames(n))  # only the scored frames are read from it
+    if len(backdrop) < n:  # shorter than the pair: the frames scored depend on its length
+        backdrop = read_video(inputs["background"])
     masks = load_mask_npz(inputs["mask"])
     models = IqaModels(**params["models"])
     # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
@@ -312,7 +316,7 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
     metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
                            models, flows)
     frames = []
-    for i in metric_frames(min(len(source), len(edited))):
+    for i in metric_frames(n):
         m = masks[min(i, len(masks) - 1)]
         behind = backdrop[min(i, len(backdrop) - 1)]
         score = backends.score_edit_with(params, source[i], edited[i], record["instruction"],
