@@ -109,9 +109,13 @@ def test_torch_runs_on_the_configured_threads(monkeypatch):
     from sparkle_assets.core.config import ConfigError
     from sparkle_assets.core.resources import ClipExecutorResource, default_resources
 
+    own = torch.get_num_threads()
     torch.set_num_threads(2)
-    assert InProcessExecutor(threads=1).map(torch_threads, [None])[0].value == 1
-    assert torch.get_num_threads() == 2
+    try:
+        assert InProcessExecutor(threads=1).map(torch_threads, [None])[0].value == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(own)
     assert ProcessPoolExecutor(1, threads=1).map(torch_threads, [None])[0].value == 1
     assert ProcessPoolExecutor(1, threads=2).map(torch_threads, [None])[0].value == 2
     monkeypatch.setenv("SPARKLE_TORCH_THREADS", "2")
