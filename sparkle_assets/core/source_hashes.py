@@ -17,13 +17,13 @@ import os
 import re
 from pathlib import Path
 
-from .store import atomic_write_bytes, file_sha256
+from .store import atomic_write_bytes, contained, file_sha256
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_dir(home: str | os.PathLike) -> Path:
-    return Path(home) / "cache" / "source_hashes"
+    return contained(home, "cache", "source_hashes")
 
 
 def _stat_key(st: os.stat_result) -> list[int]:
@@ -31,7 +31,7 @@ def _stat_key(st: os.stat_result) -> list[int]:
 
 
 def _entry_path(cache: Path, resolved: Path) -> Path:
-    return cache / f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json"
+    return contained(cache, f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json")
 
 
 def _read(entry: Path) -> dict | None:
