@@ -34,14 +34,14 @@ import numpy as np
 from sparkle_model.edit_scores import (FULL_FOLLOW, background_changed_share, detail_kept, subject_opacity,
                                        subject_regions, tone_follow)
 
+from .flow import VideoFlow
 from .metrics import IqaModels, clip_score, resize_masks, sample_indices
 from .prompts import MOTION_TARGETS, motion_intensity
 from .rubric import DIMENSIONS, cap
 
 JUDGE_VERSION = "automatic-1"
-WORK_SIDE = 480
-STILL_FLOW = 0.02  # px per frame at WORK_SIDE: a frame pair whose background moves less is still
-FLOW_NOISE = 0.05  # px per frame at WORK_SIDE: flow below this is counted as no motion
+STILL_FLOW = 0.02  # px per frame at flow.WORK_SIDE: a frame pair whose background moves less is still
+FLOW_NOISE = 0.05  # px per frame at flow.WORK_SIDE: flow below this is counted as no motion
 
 
 def _level(value: float, bounds: Sequence[float], higher_is_better: bool = True) -> int:
@@ -51,12 +51,6 @@ def _level(value: float, bounds: Sequence[float], higher_is_better: bool = True)
             return level
     return 1
 
-
-def _small(frames: Sequence[np.ndarray], side: int = WORK_SIDE) -> list[np.ndarray]:
-    h, w = frames[0].shape[:2]
-    scale = min(1.0, side / max(h, w))
-    size = (max(2, int(round(w * scale)) // 2 * 2), max(2, int(round(h * scale)) // 2 * 2))
-    return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
 
 
 def blur_metric(img: np.ndarray, where: np.ndarray) -> float | None:
@@ -84,14 +78,18 @@ def _band(mask: np.ndarray) -> np.ndarray:
 
 
 def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: np.ndarray, fps: float,
-            prompt: str, backdrop: Sequence[np.ndarray] | None = None, models: IqaModels | None = None) -> dict:
-    """Every signal of the module docstring's table (None where it cannot be measured)."""
+            prompt: str, backdrop: Sequence[np.ndarray] | None = None, models: IqaModels | None = None,
+            flows: tuple[VideoFlow, VideoFlow] | None = None) -> dict:
+    """Every signal of the module docstring's table (None where it cannot be measured). `flows`: the
+    source's and the output's `VideoFlow` when the caller shares them (used when the output is at
+    the source's size; else computed here)."""
     n = min(len(source), len(output), len(backdrop) if backdrop is not None else len(source))
     if n < 2:
         raise ValueError("an edit needs at least two frames to judge")
     source, output = list(source[:n]), list(output[:n])
     if output[0].shape != source[0].shape:
         output = [cv2.resize(f, source[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in output]
+        flows = None
     if masks.shape[1:] != source[0].shape[:2]:
         masks = resize_masks(masks, source[0].shape[:2])
     mask_at = lambda t: masks[min(t, len(masks) - 1)]  # noqa: E731
@@ -118,7 +116,7 @@ def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: n
     signals = {"background_changed": _mean(changed), "detail_kept": _mean(detail), "opacity": _mean(opacity),
                "tone_follow": _mean(follow), "blur_added": _mean(blur_gain),
                "bg_shift_l": _mean([s[0] for s in shifts]), "subject_shift_l": _mean([s[1] for s in shifts])}
-    signals.update(_motion_signals(source, output, masks, fps))
+    signals.update(_motion_signals(flows or (VideoFlow(source), VideoFlow(output)), n, masks, fps))
     signals["prompt_motion"] = motion_intensity(prompt)
     signals["clip_gain"] = _clip_gain(models, source, output, prompt)
     return signals
@@ -128,23 +126,21 @@ def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def _motion_signals(source: list[np.ndarray], output: list[np.ndarray], masks: np.ndarray, fps: float) -> dict:
-    """Flow-based signals: the subject's motion error, the error and flicker the output adds, and
-    the background's motion away from the subject."""
-    ss, so = _small(source), _small(output)
+def _motion_signals(flows: tuple[VideoFlow, VideoFlow], n: int, masks: np.ndarray, fps: float) -> dict:
+    """Flow-based signals over the first `n` frames: the subject's motion error, the error and
+    flicker the output adds, and the background's motion away from the subject."""
+    src, out = flows
+    ss, so, gs, go = src.frames, out.frames, src.grays, out.grays
     sm = resize_masks(masks, ss[0].shape[:2])
     h, w = ss[0].shape[:2]
     grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), axis=2).astype(np.float32)
-    engine = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    gs = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in ss]
-    go = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in so]
     bands = [_band(m) for m in sm]
     epe, own, warp_added, fl_fg, fl_bg, bg_motion, still = [], [], [], [], [], [], []
-    for t in range(1, len(ss)):
+    for t in range(1, n):
         m = sm[min(t - 1, len(sm) - 1)]
         inner = cv2.erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         away = ~(bands[min(t - 1, len(bands) - 1)] | bands[min(t, len(bands) - 1)])
-        fs, fo = engine.calc(gs[t - 1], gs[t], None), engine.calc(go[t - 1], go[t], None)
+        fs, fo = src.forward(t), out.forward(t)
         if inner.any():
             epe.append(float(np.linalg.norm(fs - fo, axis=2)[inner].mean()))
             own.append(float(np.linalg.norm(fs, axis=2)[inner].mean()))
@@ -231,10 +227,11 @@ def _dynamics_level(motion: float | None, still: float | None, intensity: str) -
 
 
 def judge_videos(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: np.ndarray, fps: float,
-                 prompt: str, backdrop: Sequence[np.ndarray] | None = None, models: IqaModels | None = None) -> dict:
+                 prompt: str, backdrop: Sequence[np.ndarray] | None = None, models: IqaModels | None = None,
+                 flows: tuple[VideoFlow, VideoFlow] | None = None) -> dict:
     """The automatic judgment of one edit: `scores` (six ints, capped at Instruction Compliance, in
-    `rubric.DIMENSIONS` order), `levels` (before the cap), `signals` and `unmeasured`."""
-    signals = measure(source, output, masks, fps, prompt, backdrop, models)
+    `rubric.DIMENSIONS` order), `levels` (before the cap), `signals` and `unmeasured` (`flows`: see `measure`)."""
+    signals = measure(source, output, masks, fps, prompt, backdrop, models, flows)
     lv, unmeasured = levels(signals)
     raw = [lv[d] for d in DIMENSIONS]
     return {"scores": cap(raw), "levels": dict(zip(DIMENSIONS, raw)), "signals": signals, "unmeasured": unmeasured}

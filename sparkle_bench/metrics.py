@@ -17,6 +17,8 @@ from sparkle_model.camera_motion import WORK_WIDTH, work_gray
 from sparkle_model.edit_scores import local_stats, structure_similarity
 from sparkle_model.model_cache import cached
 
+from .flow import VideoFlow
+
 NIQE_MIN_SIDE = 96  # NIQE's block statistics need frames at least this large
 CUE_MOTION_FLOOR = 0.05  # % diag/s: the least background motion an instruction with motion cues asks for
 
@@ -220,22 +222,19 @@ def warp_error(frames: list[np.ndarray]) -> tuple[float, float]:
     return float(np.mean(errors)), float(np.mean(flicker))
 
 
-def foreground_motion_error(source: list[np.ndarray], edited: list[np.ndarray], masks: np.ndarray) -> float:
+def foreground_motion_error(source: VideoFlow, edited: VideoFlow, masks: np.ndarray) -> float:
     """Mean end-point difference between the source's and the edited video's optical flow inside the
-    mask, in percent of the frame diagonal. 0 means the subject moves exactly as filmed."""
-    engine = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    gs = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in source]
-    ge = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in edited]
+    mask (at the flows' size), in percent of the frame diagonal. 0 means the subject moves exactly as filmed."""
     diffs = []
-    for t in range(1, min(len(gs), len(ge))):
+    for t in range(1, min(len(source), len(edited))):
         m = interior(masks[min(t, len(masks) - 1)])
         if not m.any():
             continue
-        d = np.linalg.norm(engine.calc(gs[t - 1], gs[t], None) - engine.calc(ge[t - 1], ge[t], None), axis=2)
+        d = np.linalg.norm(source.forward(t) - edited.forward(t), axis=2)
         diffs.append(float(d[m].mean()))
     if not diffs:
         return float("nan")
-    return 100.0 * float(np.mean(diffs)) / float(np.hypot(*gs[0].shape))
+    return 100.0 * float(np.mean(diffs)) / float(np.hypot(*source.grays[0].shape))
 
 
 def resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -245,11 +244,12 @@ def resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def pair_metrics(source: list[np.ndarray], edited: list[np.ndarray], masks: np.ndarray, fps: float,
                  motion_cues: list[str], instruction: str = "", models: IqaModels | None = None,
-                 work_side: int = 480) -> dict[str, float | None]:
+                 flows: tuple[VideoFlow, VideoFlow] | None = None) -> dict[str, float | None]:
     """Every `PAIR_METRICS` entry for one source / edited pair (RGB uint8 frames, masks (T, H, W) bool
     at the frames' size). Full-reference and no-reference image metrics run on `sample_indices`
-    frames at full size; flow metrics at `work_side` pixels on the long edge. A metric that cannot be
-    measured here (no model configured) is None, never a stand-in value."""
+    frames at full size; flow metrics at `flow.WORK_SIDE` pixels on the long edge. `flows`: the
+    source's and the edited video's `VideoFlow` when the caller shares them (else computed here). A
+    metric that cannot be measured here (no model configured) is None, never a stand-in value."""
     models = models or IqaModels()
     n = min(len(source), len(edited))
     if n < 2:
@@ -276,12 +276,10 @@ def pair_metrics(source: list[np.ndarray], edited: list[np.ndarray], masks: np.n
                 lp.append(float(lpips_model(cb * 2 - 1, ca * 2 - 1)))
     mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
     out.update(fg_structure=mean(structure), fg_ssim=mean(ssim), fg_psnr=mean(psnr), fg_fsim=mean(fsim), fg_gmsd=mean(gmsd), fg_lpips=mean(lp))
-    scale = min(1.0, work_side / max(source[0].shape[:2]))
-    size = (int(round(source[0].shape[1] * scale)) // 2 * 2, int(round(source[0].shape[0] * scale)) // 2 * 2)
-    small_s = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in source[:n]]
-    small_e = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in edited[:n]]
-    small_m = resize_masks(masks, (size[1], size[0]))
-    out["fg_motion_error"] = mean([foreground_motion_error(small_s, small_e, small_m)])
+    src_flow, edit_flow = flows or (VideoFlow(source[:n]), VideoFlow(edited[:n]))
+    small_e = edit_flow.frames[:n]
+    small_m = resize_masks(masks, small_e[0].shape[:2])
+    out["fg_motion_error"] = mean([foreground_motion_error(src_flow, edit_flow, small_m)])
     dyn = background_motion(small_e, fps, small_m)["score"]
     out["background_dynamics"] = round(dyn, 4)
     out["background_dynamics_vs_cues"] = round(min(10.0, dyn / CUE_MOTION_FLOOR), 4) if motion_cues else 1.0

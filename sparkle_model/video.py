@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +176,33 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np
     return out
 
 
+class FramesAt(Sequence):
+    """A decoded video's length and only its frames at chosen indices (`frames_at`): what a reader
+    that looks at a few frames needs, without holding the whole video."""
+
+    def __init__(self, length: int, frames: dict[int, np.ndarray]):
+        self.length, self.frames = length, frames
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i):
+        if i not in self.frames:
+            raise IndexError(f"frame {i} was not kept (kept: {sorted(self.frames)})")
+        return self.frames[i]
+
+
+def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> FramesAt:
+    """Every frame decoded (to count them), the ones at `indices` kept."""
+    wanted, kept, n = set(indices), {}, 0
+    for n, frame in enumerate(iter_frames(path), start=1):
+        if n - 1 in wanted:
+            kept[n - 1] = frame
+    if n == 0:
+        raise VideoError(f"no decodable frames in {path}")
+    return FramesAt(n, kept)
+
+
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
     """All frames (or the first max_frames) as one (T, H, W, 3) uint8 array."""
     frames = []
@@ -185,7 +212,10 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.nda
             break
     if not frames:
         raise VideoError(f"no decodable frames in {path}")
-    return np.stack(frames)
+    out = np.empty((len(frames), *frames[0].shape), frames[0].dtype)
+    for i in range(len(frames)):  # each decoded frame freed once copied: the video is held once, not twice
+        out[i], frames[i] = frames[i], None
+    return out
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> Path:

@@ -66,3 +66,64 @@ def test_every_outcome_carries_its_cost():
     assert outcome.cost.peak_rss_mb is None or outcome.cost.peak_rss_mb > 10
     pooled = ProcessPoolExecutor(2).map(sleep_for, [0.2, 0.2])
     assert all(o.cost.wall_s >= 0.2 for o in pooled)
+
+
+def loaded_modules(_) -> list[str]:
+    import sys
+
+    return sorted(sys.modules)
+
+
+def test_pool_workers_run_a_stage_function_without_importing_dagster(tmp_path):
+    """A worker that has run a real per-clip function (through `run_job`, as a step does) has not
+    imported Dagster: the functions live in Dagster-free modules (`core.steps`, `core.ingest`)."""
+    from conftest import make_clip
+    from sparkle_assets.core.clipstep import ClipJob, Output, run_job
+    from sparkle_assets.core.executor import shutdown_pools
+    from sparkle_assets.core.steps import CAMERA_MOTION_VERSION, score_camera_motion
+
+    clip = make_clip(tmp_path / "clip.mp4", frames=17)
+    main = Output("camera_motion", "a" * 16, None, CAMERA_MOTION_VERSION, {"fps": 16.0}, {"clip": "b" * 16})
+    job = ClipJob(fn=score_camera_motion, store_root=str(tmp_path / "store"), main=main, input_paths={"clip": str(clip)})
+    shutdown_pools()  # a fresh worker: nothing an earlier test ran in it
+    pool = ProcessPoolExecutor(1)
+    done = pool.map(run_job, [job])[0]
+    assert done.ok, done.detail
+    assert done.value.artifact.info["score"] >= 0
+    modules = pool.map(loaded_modules, [None])[0].value
+    assert "sparkle_assets.core.steps" in modules and "cv2" in modules  # the same worker ran the step
+    assert not [m for m in modules if m == "dagster" or m.startswith("dagster.")]
+
+
+def torch_threads(_) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_torch_runs_on_the_configured_threads(monkeypatch):
+    """Pool workers and the in-process path run torch on `threads` threads (SPARKLE_TORCH_THREADS,
+    default 1); the in-process path gives the step's process its own count back."""
+    import torch
+
+    from sparkle_assets.core.config import ConfigError
+    from sparkle_assets.core.resources import ClipExecutorResource, default_resources
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert InProcessExecutor(threads=1).map(torch_threads, [None])[0].value == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(own)
+    assert ProcessPoolExecutor(1, threads=1).map(torch_threads, [None])[0].value == 1
+    assert ProcessPoolExecutor(1, threads=2).map(torch_threads, [None])[0].value == 2
+    monkeypatch.setenv("SPARKLE_TORCH_THREADS", "2")
+    assert default_resources()["clip_executor"].executor().threads == 2
+    monkeypatch.delenv("SPARKLE_TORCH_THREADS")
+    assert default_resources()["clip_executor"].executor().threads == 1
+    with pytest.raises(ConfigError, match=r"clip_executor.threads \(SPARKLE_TORCH_THREADS\) must be in \[1, 256\], got 0"):
+        ClipExecutorResource(threads=0).executor()
+    monkeypatch.setenv("SPARKLE_TORCH_THREADS", "two")
+    with pytest.raises(ConfigError, match="SPARKLE_TORCH_THREADS must be an integer"):
+        default_resources()

@@ -159,3 +159,41 @@ def test_release_layout_reads_back_and_refuses_bad_folders(tmp_path):
     (bench / "time_bench.csv").write_text(csv_text(BENCH_COLUMNS, [
         {"edited_type": "time", "prompt": "night", "original_video": "source_videos/time/x.mp4"}]))
     assert [(r.task, r.prompt) for r in read_bench(bench)] == [("x", "night")]
+
+
+def test_a_pairs_flows_are_computed_once_and_shared_with_the_same_result(monkeypatch):
+    """pair_metrics and the automatic judge read one VideoFlow per video (each frame pair's DIS flow
+    computed once), and give exactly what they give computing their own; a source clip's flow is
+    reused for its next pair in the same process."""
+    from sparkle_bench import flow as flow_module
+    from sparkle_bench.automatic_judge import judge_videos
+    from sparkle_bench.flow import VideoFlow, source_flow
+
+    calls = []
+    real = cv2.DISOpticalFlow_create
+
+    class Counting:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def calc(self, *a):
+            calls.append(1)
+            return self.engine.calc(*a)
+
+    monkeypatch.setattr(cv2, "DISOpticalFlow_create", lambda *a: Counting(real(*a)))
+    monkeypatch.setattr(flow_module, "_SOURCES", type(flow_module._SOURCES)())
+    source, masks = clip(moving_bg=False)
+    edited = [np.where(m[..., None], s, b) for s, b, m in zip(source, clip(moving_bg=True)[0], masks)]
+    alone = pair_metrics(source, edited, masks, 16, ["water"]), judge_videos(source, edited, masks, 16, "waves")
+    unshared = len(calls)
+    calls.clear()
+    flows = (source_flow("clip-a", source), VideoFlow(edited))
+    shared = (pair_metrics(source, edited, masks, 16, ["water"], flows=flows),
+              judge_videos(source, edited, masks, 16, "waves", flows=flows))
+    assert shared == alone
+    # per pair: 2 x (N-1) forward flows shared by both, plus the edited video's backward flow (warp
+    # error) and its flow at 320 px (background motion), which no other metric reads
+    assert len(calls) == 4 * (N - 1) < unshared == 6 * (N - 1)
+    calls.clear()
+    again = pair_metrics(source, edited, masks, 16, ["water"], flows=(source_flow("clip-a", source), VideoFlow(edited)))
+    assert again == alone[0] and len(calls) == 3 * (N - 1)  # the source's flow was kept

@@ -106,3 +106,42 @@ def test_a_sidecar_naming_another_place_is_refused(tmp_path):
     meta = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**meta, "uri": "other.bin"}))
     assert store.lookup("thing", "abc123") is None
+
+
+def test_source_hashes_are_remembered_by_stat_and_checked_by_verify(tmp_path, monkeypatch):
+    """A no-op re-ingest reads no source byte (the hash is remembered by path, size, time and inode);
+    a file changed visibly is hashed again; one rewritten with its old size and time is what
+    `changed_sources` (sparkle verify) finds."""
+    import os
+
+    from conftest import make_clip
+    from sparkle_assets.core import source_hashes
+    from sparkle_assets.core.ingest import IngestJob, ingest_source
+    from sparkle_assets.core.step_configs import SourceClipsConfig
+
+    hashed = []
+    real = source_hashes.file_sha256
+    monkeypatch.setattr(source_hashes, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
+    clip = make_clip(tmp_path / "src" / "a.mp4", frames=20)
+    cache = tmp_path / "home" / "cache" / "source_hashes"
+    job = IngestJob(str(tmp_path / "home" / "store"), str(clip), "a", "test", None,
+                    SourceClipsConfig(min_frames=9, max_frames=17).model_dump(), str(cache))
+    first = ingest_source(job)
+    assert first.status == "ok" and first.fresh and len(hashed) == 2  # remembered, then in full before decoding
+    hashed.clear()
+    again = ingest_source(job)
+    assert not again.fresh and again.record.id == first.record.id and hashed == []
+    assert source_hashes.changed_sources(cache) == (1, [])  # verify hashes in full
+    hashed.clear()
+    os.utime(clip)  # touched: a new modification time, hashed again, same content, same record
+    assert ingest_source(job).record.id == first.record.id and len(hashed) == 1
+    st = clip.stat()
+    data = bytearray(clip.read_bytes())
+    data[-1] ^= 0xFF
+    clip.write_bytes(bytes(data))
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same time: the stat cannot tell
+    checked, problems = source_hashes.changed_sources(cache)
+    assert checked == 1 and len(problems) == 1 and "a.mp4 changed without a new size" in problems[0]
+    assert source_hashes.source_sha256(clip, None) == real(clip) != first.record.info["sha256"]
+    (cache / next(cache.iterdir()).name).write_text('{"path": 1}')  # a damaged entry is ignored, not trusted
+    assert source_hashes.source_sha256(clip, cache) == real(clip)

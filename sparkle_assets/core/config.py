@@ -3,24 +3,24 @@ with one line naming the field, its range and the value given (`config_failures`
 step's failure message).
 
 `StageConfig` is the base of every stage's run config (its `RANGES`, plus `problems()` for rules
-across fields); resources raise `ConfigError` from their `settings()` the same way.
+across fields); resources raise `ConfigError` from their `settings()` the same way. `Range` and
+`ConfigError` themselves live in `core.ranges` (no Dagster), so code that runs in pool workers can
+raise and check them too; import them from here elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import ClassVar
 
 import dagster as dg
 
 from sparkle_model.taxonomy import TaxonomyError
 
+from .ranges import ConfigError, Range
 
-class ConfigError(ValueError):
-    """A configuration value or setting that cannot be used; the message names the field."""
+__all__ = ["ConfigError", "Range", "StageConfig", "config_failures"]
 
 
 @contextlib.contextmanager
@@ -31,28 +31,6 @@ def config_failures(where: str) -> Iterator[None]:
         yield
     except (ConfigError, TaxonomyError) as exc:
         raise dg.Failure(description=f"{where}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class Range:
-    """The allowed values of a numeric field: [lo, hi] with either end open or unbounded."""
-
-    lo: float = -math.inf
-    hi: float = math.inf
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below and not math.isnan(value)
-
-    def __str__(self) -> str:
-        if self.hi == math.inf:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        if self.lo == -math.inf:
-            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
 
 
 class StageConfig(dg.Config):

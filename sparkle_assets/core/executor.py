@@ -9,8 +9,10 @@ the `Cost` of computing it (wall and CPU seconds, peak memory of the worker, GPU
 where torch used a GPU), measured where it ran.
 
 The process pool is started once per process and kept (one pool per run, not per step): its
-workers import only this module until a function needs more, load models once, and run torch
-with the thread count set here. A clip over the `timeout` is stopped: its worker is killed and
+workers import only this module until a function needs more (the per-clip functions live in
+Dagster-free modules, so a worker never imports Dagster), load models once, and run torch and BLAS
+with the thread count set here (`threads`, default 1: on a busy CPU one thread per worker is much
+faster than several; e.g. pyiqa's FSIM). The in-process executor sets the same count while it runs. A clip over the `timeout` is stopped: its worker is killed and
 replaced, the clip's Outcome says `timed out after N s`, and the step goes on; a worker that dies
 (killed for memory, a crash) is one failed clip, never a hung step.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection as mpc
@@ -97,8 +100,34 @@ def _gpu():
     return None
 
 
-def measured(fn: Callable[[T], R], item: T) -> Outcome[R]:
-    """Call fn(item), catching its error, and measure what it cost."""
+def set_torch_threads(threads: int | None) -> None:
+    """torch's intra-op thread count, where torch is loaded (it is never imported just for this)."""
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def thread_env(threads: int | None):
+    """OpenMP/MKL/BLAS thread counts of libraries loaded inside the block (and of processes it starts)."""
+    if threads is None:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update({k: str(threads) for k in THREAD_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def measured(fn: Callable[[T], R], item: T, threads: int | None = None) -> Outcome[R]:
+    """Call fn(item), catching its error, and measure what it cost (torch on `threads` threads)."""
+    set_torch_threads(threads)
     windowed = _reset_peak_rss()
     cuda = _gpu()
     if cuda is not None:
@@ -130,10 +159,22 @@ class ClipExecutor:
 
 
 class InProcessExecutor(ClipExecutor):
-    """Runs every item in this process, one after the other (`timeout` is not enforced here)."""
+    """Runs every item in this process, one after the other (`timeout` is not enforced here), with
+    torch on `threads` threads while it does (None: as it is)."""
+
+    def __init__(self, threads: int | None = None):
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
 
     def map(self, fn, items, timeout=None):
-        return [measured(fn, item) for item in items]
+        torch = sys.modules.get("torch")
+        before = torch.get_num_threads() if torch is not None else None
+        try:
+            with thread_env(self.threads):
+                return [measured(fn, item, self.threads) for item in items]
+        finally:
+            set_torch_threads(before)
 
 
 def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
@@ -148,7 +189,7 @@ def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> 
         os._exit(1)
 
 
-def _worker_main(conn: mpc.Connection, parent: int) -> None:
+def _worker_main(conn: mpc.Connection, parent: int, threads: int) -> None:
     """A pool worker: run (fn, item) tasks from the pipe until it closes (or its run dies)."""
     die_with_parent(signal.SIGKILL, parent)
     while True:
@@ -156,24 +197,16 @@ def _worker_main(conn: mpc.Connection, parent: int) -> None:
             fn, item = conn.recv()
         except (EOFError, OSError):
             return
-        conn.send(measured(fn, item))
+        conn.send(measured(fn, item, threads))
 
 
 class _Worker:
     def __init__(self, ctx, threads: int):
         parent, child = ctx.Pipe()
-        saved = {k: os.environ.get(k) for k in THREAD_ENV}
-        os.environ.update({k: str(threads) for k in THREAD_ENV})  # torch/BLAS threads of the new process
-        try:
-            self.process = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
+        with thread_env(threads):  # torch/BLAS threads of the new process from its start
+            self.process = ctx.Process(target=_worker_main, args=(child, os.getpid(), threads), daemon=True,
                                        name="sparkle-worker")
             self.process.start()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         child.close()
         self.conn = parent
         self.task: int | None = None
@@ -283,11 +316,11 @@ class ThreadPoolExecutor(ClipExecutor):
 
 def make_executor(kind: str, workers: int = 2, threads: int = 1, ray_address: str | None = None,
                   ray_cpus: float = 1.0, ray_gpus: float = 0.0) -> ClipExecutor:
-    """`in_process`, `process_pool` (`workers` processes, `threads` each) or `ray` (core.ray_executor:
-    the cluster at `ray_address`, else a local one with `workers` CPUs; `ray_cpus` per clip, and
-    `ray_gpus` per clip of a model stage)."""
+    """`in_process` (torch on `threads` threads), `process_pool` (`workers` processes, `threads` each)
+    or `ray` (core.ray_executor: the cluster at `ray_address`, else a local one with `workers` CPUs;
+    `ray_cpus` per clip, and `ray_gpus` per clip of a model stage)."""
     if kind == "in_process":
-        return InProcessExecutor()
+        return InProcessExecutor(threads)
     if kind == "process_pool":
         return ProcessPoolExecutor(workers, threads)
     if kind == "ray":

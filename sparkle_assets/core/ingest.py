@@ -20,32 +20,13 @@ import numpy as np
 from sparkle_model.video import (MAX_FRAMES, VideoError, check_file, clip_lengths, decode_check, iter_frames, probe,
                                  resample_indices, target_size, write_video)
 
-from .config import Range, StageConfig
 from .lineage import ArtifactRow
 from .sources import absolute_path
-from .store import ArtifactStore, StoredArtifact, artifact_id, file_sha256
+from .source_hashes import source_sha256
+from .store import ArtifactStore, StoredArtifact, artifact_id
 
 CODE_VERSION = "source_clips-2"  # 2: decoder errors and forged headers quarantined
 TRUNCATION_TOLERANCE = 0.9  # fewer decoded frames than this share of the declared count = truncated
-
-
-class SourceClipsConfig(StageConfig):
-    """Normalisation of source videos (defaults follow the paper: 16 fps, up to 81 = 4k+1 frames)."""
-
-    RANGES = {"fps": Range(1, 60), "max_side": Range(64, 4096), "max_frames": Range(5, 1025),
-              "min_frames": Range(5, 1025), "max_clips_per_video": Range(1, 1000)}
-    fps: float = 16.0
-    max_side: int = 1280
-    max_frames: int = 81
-    min_frames: int = 17
-    max_clips_per_video: int = 4
-
-    def problems(self) -> list[str]:
-        found = [f"{name} must be of the form 4k+1, got {getattr(self, name)}"
-                 for name in ("max_frames", "min_frames") if getattr(self, name) % 4 != 1]
-        if self.min_frames > self.max_frames:
-            found.append(f"min_frames ({self.min_frames}) must not exceed max_frames ({self.max_frames})")
-        return found
 
 
 @dataclass(frozen=True)
@@ -56,6 +37,7 @@ class IngestJob:
     origin: str
     prompt: str | None
     params: dict
+    hash_cache: str | None = None  # where source hashes are remembered (core.source_hashes; None: hash every time)
 
 
 @dataclass
@@ -71,7 +53,8 @@ class IngestResult:
 
 def ingest_source(job: IngestJob) -> IngestResult:
     """Hash, check and normalise one source file (runs in an executor worker). A file that cannot be
-    used is quarantined with its reason under its content hash, so it is never tried again."""
+    used is quarantined with its reason under its content hash, so it is never tried again. With
+    `hash_cache`, an unchanged file (same size, modification time and inode) is not read again."""
     store = ArtifactStore(job.store_root)
     path = Path(job.path)
     record_params = {**job.params, "clip_id": job.clip_id}
@@ -82,13 +65,16 @@ def ingest_source(job: IngestJob) -> IngestResult:
         return IngestResult(_commit_record(store, artifact_id("source_file", {"path": job.path}, CODE_VERSION,
                                                               record_params),
                                            job, record_params, None, "quarantined", str(exc)))
-    digest = file_sha256(path)
+    digest = source_sha256(path, job.hash_cache)
     rid = artifact_id("source_file", {"content": digest}, CODE_VERSION, record_params)
     cached = store.lookup("source_file", rid)
     if cached is not None:
         clips = [store.lookup("source_clip", c["id"]) for c in cached.info.get("clips", [])]
         if all(clips):
             return IngestResult(cached, clips, fresh=False)
+    if job.hash_cache is not None:  # it is decoded now anyway: its hash too is taken from its bytes
+        digest = source_sha256(path, job.hash_cache, full=True)
+        rid = artifact_id("source_file", {"content": digest}, CODE_VERSION, record_params)
     try:
         clips = _normalise(store, job, rid, path)
         status, reason = "ok", None

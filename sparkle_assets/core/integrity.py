@@ -8,7 +8,9 @@ the lineage database, and (transitively) their parents. `verify` checks that:
 - no lineage edge and no latest materialization points at an artifact the lineage does not have;
 - no artifact appears twice (in a table, in a materialization, or as two artifacts of one kind for
   one clip in one materialization);
-- no Dagster run is left in progress by a process that is gone.
+- no Dagster run is left in progress by a process that is gone;
+- every source file whose hash ingest remembers (`core.source_hashes`) and whose size, time and
+  inode still match has that hash (hashed in full).
 
 `garbage` lists, under the home: temporaries whose writer is gone (removed by every `sparkle run`),
 and store files no latest materialization references: *orphans* (payload and sidecar committed, but
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from .lineage import Lineage
 from .runs import dead_runs, in_progress_runs, process_alive
+from .source_hashes import changed_sources, hash_dir
 from .store import ArtifactStore, StoreError, file_sha256, stale_temporaries
 
 REFERENCED = """
@@ -96,6 +99,8 @@ def verify_home(home: Path, instance=None) -> Verification:
             problems.append(f"materialization {m['asset_key']}[{m['partition'] or '-'}] (run {m['run_id']}) lists "
                             f"artifact(s) not in the lineage: {', '.join(m['missing'])}")
         problems += _duplicates(db)
+    checked["source hashes"], changed = changed_sources(hash_dir(home))
+    problems += changed
     if instance is not None:
         checked["runs in progress"] = len(in_progress_runs(instance))
         for run, proc in dead_runs(instance):

@@ -57,12 +57,9 @@ class RayRequest:
 
 
 def _run_clip(fn, item, threads: int) -> Outcome:
-    """Inside the Ray worker: torch's thread count for this request (Ray sets OMP_NUM_THREADS for a
-    new worker, but a reused one keeps what an earlier task set), then the measured call."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return measured(fn, item)
+    """Inside the Ray worker: the measured call with torch's thread count for this request (Ray sets
+    OMP_NUM_THREADS for a new worker, but a reused one keeps what an earlier task set)."""
+    return measured(fn, item, threads)
 
 
 class _ClipActor:

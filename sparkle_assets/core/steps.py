@@ -1,10 +1,14 @@
-"""The per-clip functions of the generating stages, with their configs, code versions and companions.
+"""The per-clip functions of the stages that map work over clips, with their code versions and companions.
 
 Each function has the shape `core.clipstep` runs, ``fn(out_path, input_paths, params[, extra])``,
 and reads its inputs by name (`clip`, `mask`, `instruction`, `frame0`, `clean`, `edited`, `layer`,
-`plate`, `background`, `guidance`). The stages (`foreground_masks` ... `edited_videos`) map them
-over their clips; the benchmark's `pipeline` system runs the same chain on bench samples with the
-same code versions, so a bench sample is edited by exactly the pipeline's code.
+`plate`, `background`, `guidance`, `video`). The stages (`static_clips` ... `pair_scores`) map them
+over their clips; the benchmark's `pipeline` system runs the generating chain on bench samples with
+the same code versions, so a bench sample is edited by exactly the pipeline's code.
+
+Nothing here imports Dagster (the stages' run configs are in `core.step_configs`): a pool worker
+unpickles these functions by module, so what this module imports is what every worker loads
+(tests/test_executor.py checks that Dagster is not among it).
 """
 
 from __future__ import annotations
@@ -15,23 +19,44 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sparkle_bench.metrics import background_motion
+from sparkle_bench.automatic_judge import judge_videos
+from sparkle_bench.flow import VideoFlow, source_flow
+from sparkle_bench.metrics import IqaModels, background_motion, pair_metrics, sample_indices as metric_frames
 from sparkle_model import backends
 from sparkle_model.background_animation import animate
 from sparkle_model.bait import bait_track, sample_indices
+from sparkle_model.camera_motion import camera_motion, vlm_camera_check
 from sparkle_model.edit_scores import score_edit, score_plate
 from sparkle_model.edited_video import composite_video
 from sparkle_model.first_frame_edit import (background_layer, composite, edit_first_frame, erase_foreground,
                                             feather_radius, feathered, grown, load_layer, save_layer)
 from sparkle_model.grounding import RecordedGrounder
 from sparkle_model.guidance import guidance_frames
+from sparkle_model.instructions import InstructionPlan, MAX_CHARS, MIN_CHARS, describe_original, write_instruction
 from sparkle_model.masks import load_mask_npz, overlay, save_mask_npz, temporal_iou
 from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions
 from sparkle_model.taxonomy import Scene
-from sparkle_model.video import iter_frames, read_frames, read_png, read_video, write_png, write_video
+from sparkle_model.video import (frames_at, iter_frames, read_frames, read_png, read_video, sample_frames, write_png,
+                                 write_video)
+from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
 
 from .clipstep import Companion
-from .config import Range, StageConfig
+from .judging import EDIT_SCORE_PARTS
+
+
+# -- camera motion and the VLM camera check (`static_clips`) ---------------------------------------
+CAMERA_MOTION_VERSION = "camera_motion-1"
+CAMERA_CHECK_VERSION = "camera_check-1"
+
+
+def score_camera_motion(out: Path | None, inputs: dict[str, Path], params: dict) -> dict:
+    """Per-clip function: the camera-motion score of one clip (record-only artifact)."""
+    return camera_motion(iter_frames(inputs["clip"]), fps=params["fps"])
+
+
+def check_camera(out: Path | None, inputs: dict[str, Path], params: dict) -> dict:
+    """Per-clip function: the VLM's camera verdict on a few frames of one clip (record-only artifact)."""
+    return vlm_camera_check(backends.vlm(params["vlm"]), sample_frames(inputs["clip"], params["check_frames"]))
 
 
 # -- BAIT foreground masks (`foreground_masks`) ----------------------------------------------------
@@ -43,17 +68,6 @@ MAX_COVERAGE = 0.95  # above: the mask is the whole frame
 MIN_TEMPORAL_IOU = 0.3  # below (between consecutive frames): the mask jumps
 MIN_JUMP_COVERAGE = 0.01  # ...judged only where both frames hold at least this much (tiny masks are noisy)
 PREVIEW_WIDTH = 480
-
-
-class ForegroundMasksConfig(StageConfig):
-    """BAIT settings: `n_passes` tracking passes anchored on different sampled frames, a pixel is
-    foreground when more than `vote_threshold` of the passes covering its frame say so; grounding
-    on frames sampled at `sample_hz`."""
-
-    RANGES = {"n_passes": Range(1, 16), "vote_threshold": Range(0, 1, hi_open=True), "sample_hz": Range(0.1, 16)}
-    n_passes: int = 3
-    vote_threshold: float = 0.5
-    sample_hz: float = 2.0
 
 
 def mask_quality(mask: np.ndarray) -> tuple[dict, str | None]:
@@ -130,18 +144,37 @@ def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict, e
             "companions": {FRAME0.kind: {"height": plate.shape[0], "width": plate.shape[1]}}}
 
 
+# -- instructions (`instructions`) -----------------------------------------------------------------
+INSTRUCTIONS_VERSION = "instructions-1"
+
+
+def compute_instruction(out: Path, inputs: dict[str, Path], params: dict) -> dict:
+    """Per-clip function: the instruction record, written as JSON."""
+    plan = InstructionPlan.from_json(params["plan"])
+    frame = read_png(inputs["frame0"])
+    mask0 = load_mask_npz(inputs["mask"])[0]
+    record = {"clip_id": plan.clip_id, "theme": params["theme"], "edit_type": params["edit_type"],
+              "render": params["render"], "subtheme": plan.scene.subtheme, "scene": plan.scene.to_json(),
+              "chosen_keyword": plan.scene.keyword, "motion": list(plan.scene.motion), "seed": plan.seed}
+    vlm = backends.vlm(params["vlm"])
+    if vlm is None:
+        record["instruction"] = write_instruction(plan, tuple(params["openers"]))
+        record["original_scene"] = describe_original(frame, mask0, params["labels"])
+        record["writer"] = "template"
+    else:
+        reply = parse_json_reply(vlm.generate(instruction_prompt(params["theme"], plan.scene), [frame]),
+                                 ("instruction", "original_scene"))
+        text = str(reply["instruction"]).strip()
+        if not MIN_CHARS // 2 <= len(text) <= MAX_CHARS * 1.5:
+            raise VlmError(f"VLM instruction has {len(text)} characters (expected about {MIN_CHARS}-{MAX_CHARS}): {text[:80]!r}")
+        record.update(instruction=text, original_scene=str(reply["original_scene"]).strip(), writer="vlm")
+    out.write_text(json.dumps(record, indent=1))
+    return {k: record[k] for k in ("chosen_keyword", "instruction", "original_scene", "writer")}
+
+
 # -- edited first frames and their scene layers (`edited_first_frames`) ----------------------------
 EDITS_VERSION = "edited_first_frames-2"  # -2: the edit score sees ghosts, pasted patches, unharmonised light
 LAYER = Companion("background_layer", "npz", "background_layer-1", main_role="edited")
-
-
-class EditedFirstFramesConfig(StageConfig):
-    """`min_edit_score`: overall score (0-10) below which an edit is dropped (paper: 8).
-    `harmony`: how far the default backend moves the subject's colour toward the new background."""
-
-    RANGES = {"min_edit_score": Range(0, 10), "harmony": Range(0, 1)}
-    min_edit_score: float = 8.0
-    harmony: float = 0.35
 
 
 def compute_edited_first_frame(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
@@ -173,13 +206,6 @@ PLATES_VERSION = "background_plates-1"
 ERASE_PROMPT = "Remove every person and foreground object; show only the empty background scene: "
 
 
-class BackgroundPlatesConfig(StageConfig):
-    """`min_plate_score`: overall score (0-10) below which a plate is dropped (paper: 8.5)."""
-
-    RANGES = {"min_plate_score": Range(0, 10)}
-    min_plate_score: float = 8.5
-
-
 def compute_background_plate(out: Path, inputs: dict[str, Path], params: dict) -> dict:
     """Per-clip function: the foreground-free plate as PNG, with its score."""
     record = json.loads(inputs["instruction"].read_text())
@@ -201,14 +227,6 @@ def compute_background_plate(out: Path, inputs: dict[str, Path], params: dict) -
 # -- background videos (`background_videos`) -------------------------------------------------------
 BACKGROUNDS_VERSION = "background_videos-1"
 MAX_STILL_PAIRS = 0.5  # more still frame pairs than this: a still image, whatever the flow says
-
-
-class BackgroundVideosConfig(StageConfig):
-    """`min_background_motion`: background-motion score (% of the diagonal per second) below which
-    a video counts as static and is dropped."""
-
-    RANGES = {"min_background_motion": Range(0, 100)}
-    min_background_motion: float = 0.05
 
 
 def compute_background_video(out: Path, inputs: dict[str, Path], params: dict) -> dict:
@@ -239,21 +257,6 @@ def compute_background_video(out: Path, inputs: dict[str, Path], params: dict) -
 GUIDANCE_VERSION = "guidance_videos-1"
 
 
-class GuidanceVideosConfig(StageConfig):
-    """Canny hysteresis thresholds (`canny_low` < `canny_high`, 0-255 gradient units) and the
-    boundary `softness` (a multiple of the frame's feather radius)."""
-
-    RANGES = {"canny_low": Range(0, 255), "canny_high": Range(0, 1020), "softness": Range(0, 20)}
-    canny_low: int = 100
-    canny_high: int = 200
-    softness: float = 2.0
-
-    def problems(self) -> list[str]:
-        if self.canny_low >= self.canny_high:
-            return [f"canny_low ({self.canny_low}) must be below canny_high ({self.canny_high})"]
-        return []
-
-
 def compute_guidance_video(out: Path, inputs: dict[str, Path], params: dict) -> dict:
     masks = load_mask_npz(inputs["mask"])
     frames = guidance_frames(iter_frames(inputs["clip"]), iter_frames(inputs["background"]), masks,
@@ -271,15 +274,6 @@ def compute_guidance_video(out: Path, inputs: dict[str, Path], params: dict) -> 
 
 # -- final edited videos (`edited_videos`) ---------------------------------------------------------
 FINALS_VERSION = "edited_videos-2"
-
-
-class EditedVideosConfig(StageConfig):
-    """`harmony`: how far the subject's colour moves toward the new background (0-1, composite
-    backend); `memory`: weight of the past in the grade's moving average (0-1, higher is steadier)."""
-
-    RANGES = {"harmony": Range(0, 1), "memory": Range(0, 1, hi_open=True)}
-    harmony: float = 0.35
-    memory: float = 0.85
 
 
 def compute_edited_video(out: Path, inputs: dict[str, Path], params: dict) -> dict:
@@ -301,3 +295,38 @@ def compute_edited_video(out: Path, inputs: dict[str, Path], params: dict) -> di
 
     write_video(out, counted(), fps=params["fps"])
     return {"frames": n, "chosen_keyword": record["chosen_keyword"], "backend": params["backend"]["name"]}
+
+
+# -- the final filter's scores (`pair_scores`) ----------------------------------------------------
+PAIR_SCORES_VERSION = "pair_scores-2"  # -2: the edit score sees ghosts and pasted patches; the automatic judgment
+
+
+def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
+    record = json.loads(inputs["instruction"].read_text())
+    source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
+    n = min(len(source), len(edited))
+    backdrop = frames_at(inputs["background"], metric_frames(n))  # only the scored frames are read from it
+    if len(backdrop) < n:  # shorter than the pair: the frames scored depend on its length
+        backdrop = read_video(inputs["background"])
+    masks = load_mask_npz(inputs["mask"])
+    models = IqaModels(**params["models"])
+    # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
+    # kept in this process for the next theme (its store path names its content)
+    flows = (source_flow(str(inputs["clip"]), source), VideoFlow(edited))
+    metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
+                           models, flows)
+    frames = []
+    for i in metric_frames(n):
+        m = masks[min(i, len(masks) - 1)]
+        behind = backdrop[min(i, len(backdrop) - 1)]
+        score = backends.score_edit_with(params, source[i], edited[i], record["instruction"],
+                                         "replace the background of this video frame, keep the subject",
+                                         lambda: score_edit(source[i], edited[i], m, behind))
+        frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"],
+                       "checks": score.get("checks", {})})
+    edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
+    judgment = judge_videos(source, edited, masks, params["fps"], record["instruction"], backdrop, models, flows)
+    result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
+              "chosen_keyword": record["chosen_keyword"], "judge": judgment}
+    out.write_text(json.dumps(result, indent=1))
+    return result

@@ -19,7 +19,7 @@ from ..core.reports import pick_frames, sheet_metadata
 from ..core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, FinalBackendResource,
                               LineageResource, VideoBackendResource, VlmResource)
 from ..core.stage import Stage
-from ..core.steps import EditedVideosConfig
+from ..core.step_configs import EditedFirstFramesConfig, EditedVideosConfig, GuidanceVideosConfig
 from ..core.store import artifact_id, file_sha256
 from .resources import BenchResource
 from .systems import (OUTPUT_VERSION, System, copy_output, copy_source, link_output, pipeline_chain, static_composite,
@@ -28,6 +28,15 @@ from .systems import (OUTPUT_VERSION, System, copy_output, copy_source, link_out
 STAGE = Stage("bench_outputs", OUTPUT_VERSION, reads=("bench_sample",),
               by_products=("video", "plate", "editor_output"),  # editor_output: the asset systems (SYSTEM_ASSETS)
               per_theme=True, group="bench")
+
+
+def chain_params(backends: dict) -> dict[str, dict]:
+    """Each chain step's parameters: the stages' default configs and the configured backends."""
+    return {"clean": {}, "instruction": {}, "edited": {"backend": backends["edit"],
+                                                       "harmony": EditedFirstFramesConfig().harmony},
+            "plate": {"backend": backends["edit"]}, "background": {"backend": backends["video"]},
+            "guidance": GuidanceVideosConfig().model_dump(),
+            "video": {"backend": backends["final"], **EditedVideosConfig().model_dump()}}
 
 
 def sample_inputs(db, theme: str) -> list[dict]:
@@ -130,8 +139,8 @@ def bench_outputs(context: dg.AssetExecutionContext, bench: BenchResource, edit_
     external = [it for it in items if it["row"]["info"]["origin"] != "bench_split"]
     backends = {"edit": {**edit_backend.settings(), "vlm": vlm.settings()}, "video": video_backend.settings(),
                 "final": final_backend.settings()}
-    chain, chain_failed = pipeline_chain(external, store=store, backends=backends, executor=executor, run_id=run_id,
-                                         theme=theme, batch=batch)
+    chain, chain_failed = pipeline_chain(external, store=store, params=chain_params(backends), executor=executor,
+                                         run_id=run_id, theme=theme, batch=batch)
     for it in external:
         it.update({k: chain[it["sample"]][k] for k in ("video", "plate") if k in chain[it["sample"]]})
         if it["sample"] in chain_failed:

@@ -28,14 +28,16 @@ from sparkle_bench.sparkle_format import ReleaseFormatError, read_bench, read_op
 
 from ..core.clipstep import ClipInput, run_clip_step
 from ..core.config import ConfigError
-from ..core.ingest import IngestJob, SourceClipsConfig, failed_ingest_row, ingest_rows, ingest_source
+from ..core.ingest import IngestJob, failed_ingest_row, ingest_rows, ingest_source
 from ..core.lineage import ArtifactRow, LineageBatch
 from ..core.readers import ROLES
 from ..core.release import task_id
 from ..core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource, MaskBackendResource,
                               ThemesResource)
+from ..core.source_hashes import hash_dir
 from ..core.stage import Stage
-from ..core.steps import MASKS_VERSION, PREVIEW, ForegroundMasksConfig, compute_foreground_mask
+from ..core.step_configs import ForegroundMasksConfig, SourceClipsConfig
+from ..core.steps import MASKS_VERSION, PREVIEW, compute_foreground_mask
 from ..core.store import artifact_id
 from .resources import BenchResource
 
@@ -114,7 +116,8 @@ def bench_samples(context: dg.AssetExecutionContext, bench: BenchResource, theme
 
     external = [c for c in candidates if c.path]
     ingest = SourceClipsConfig(max_clips_per_video=1).model_dump()
-    jobs = [IngestJob(str(store.root), c.path, c.sample, c.origin, c.prompt, ingest) for c in external]
+    hashes = str(hash_dir(artifact_store.home))
+    jobs = [IngestJob(str(store.root), c.path, c.sample, c.origin, c.prompt, ingest, hashes) for c in external]
     for c, job, outcome in zip(external, jobs, executor.map(ingest_source, jobs)):
         if not outcome.ok:
             batch.artifacts.append(failed_ingest_row(job, outcome.error, "bench_samples", run_id, theme_name, theme_name))

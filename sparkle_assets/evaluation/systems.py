@@ -21,6 +21,9 @@ Every output is stored as a `bench_output` artifact whose parents are the sample
 system (a record-only `bench_system` artifact), so a score traces to its video, its system and
 its sample's source. Outputs are content-addressed: re-running reuses every output whose inputs
 did not change, so adding a system produces (and judges) only that system's outputs.
+
+Nothing here imports Dagster: the per-sample functions run in pool workers (`bench_outputs`, the
+asset, holds the Dagster side and the stages' default configs).
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ from sparkle_model.video import VideoError, iter_frames, probe, read_png, write_
 from ..core.clipstep import ClipInput, run_clip_step
 from ..core.lineage import ArtifactRow, Lineage, LineageBatch
 from ..core.steps import (BACKGROUNDS_VERSION, CLEAN_VERSION, EDITS_VERSION, FINALS_VERSION, FRAME0, GUIDANCE_VERSION,
-                          LAYER, PLATES_VERSION, EditedFirstFramesConfig, EditedVideosConfig, GuidanceVideosConfig,
-                          compute_background_plate, compute_background_video, compute_clean_background,
-                          compute_edited_first_frame, compute_edited_video, compute_guidance_video)
+                          LAYER, PLATES_VERSION, compute_background_plate, compute_background_video,
+                          compute_clean_background, compute_edited_first_frame, compute_edited_video,
+                          compute_guidance_video)
 from ..core.store import artifact_id
 
 SYSTEM_VERSION = "bench_system-1"
@@ -160,23 +163,14 @@ CHAIN = (
 COMPANION_ROLES = {FRAME0.kind: "frame0", LAYER.kind: "layer"}
 
 
-def chain_params(backends: dict) -> dict[str, dict]:
-    """Each chain step's parameters: the stages' default configs and the configured backends."""
-    return {"clean": {}, "instruction": {}, "edited": {"backend": backends["edit"],
-                                                       "harmony": EditedFirstFramesConfig().harmony},
-            "plate": {"backend": backends["edit"]}, "background": {"backend": backends["video"]},
-            "guidance": GuidanceVideosConfig().model_dump(),
-            "video": {"backend": backends["final"], **EditedVideosConfig().model_dump()}}
-
-
-def pipeline_chain(samples: list[dict], *, store, backends: dict, executor, run_id: str, theme: str,
+def pipeline_chain(samples: list[dict], *, store, params: dict[str, dict], executor, run_id: str, theme: str,
                    batch: LineageBatch) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """Run the generating stages on `samples` (each {"sample", "clip": row, "mask": row,
-    "instruction": per-sample params}). Returns each sample's rows by role (`video`, `plate`, ...)
+    "instruction": per-sample params}) with each step's `params` (by step name: `bench_outputs.chain_params`).
+    Returns each sample's rows by role (`video`, `plate`, ...)
     and the samples that failed a step, with the reason; every artifact is added to `batch`."""
     rows = {s["sample"]: {"clip": s["clip"], "mask": s["mask"]} for s in samples}
     per_sample = {s["sample"]: s for s in samples}
-    params = chain_params(backends)
     failed: dict[str, str] = {}
     for step in CHAIN:
         clips = []

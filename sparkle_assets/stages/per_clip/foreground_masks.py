@@ -22,8 +22,8 @@ from ...core.reports import histogram_md
 from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource, MaskBackendResource,
                                VlmResource)
 from ...core.stage import Stage
-from ...core.steps import (GROUNDING_VERSION, MASKS_VERSION, PREVIEW, ForegroundMasksConfig, compute_foreground_mask,
-                            ground_foreground)
+from ...core.step_configs import ForegroundMasksConfig
+from ...core.steps import GROUNDING_VERSION, MASKS_VERSION, PREVIEW, compute_foreground_mask, ground_foreground
 
 STAGE = Stage("foreground_masks", MASKS_VERSION, reads=("clip",))
 

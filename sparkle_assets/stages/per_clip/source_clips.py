@@ -7,12 +7,13 @@ too short or of absurd resolution are quarantined with a reason and never fail t
 
 import dagster as dg
 
-from ...core.ingest import (CODE_VERSION, IngestJob, IngestResult, SourceClipsConfig, failed_ingest_row,
-                           ingest_rows, ingest_source)
+from ...core.ingest import CODE_VERSION, IngestJob, IngestResult, failed_ingest_row, ingest_rows, ingest_source
 from ...core.lineage import LineageBatch
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
+from ...core.source_hashes import hash_dir
 from ...core.stage import Stage
+from ...core.step_configs import SourceClipsConfig
 
 STAGE = Stage("source_clips", CODE_VERSION)
 
@@ -26,7 +27,8 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
     params = config.model_dump()
     items = sources.discover()  # a missing folder or malformed CSV is a ConfigError: the step fails naming it
     store = artifact_store.store()
-    jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params) for it in items]
+    hashes = str(hash_dir(artifact_store.home))
+    jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params, hashes) for it in items]
     outcomes = clip_executor.executor().map(ingest_source, jobs)
 
     run_id, batch = context.run_id, LineageBatch()

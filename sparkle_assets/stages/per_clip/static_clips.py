@@ -15,13 +15,9 @@ Scores and decisions have different costs, kept apart so that changing a thresho
    score row says why).
 """
 
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model import backends
-from sparkle_model.camera_motion import CHECK_FRAMES, camera_motion, vlm_camera_check
-from sparkle_model.video import iter_frames, sample_frames
+from sparkle_model.camera_motion import CHECK_FRAMES
 
 from ...core.clipstep import ClipInput
 from ...core.config import Range, StageConfig
@@ -29,11 +25,10 @@ from ...core.lineage import ArtifactRow
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, VlmResource
 from ...core.stage import Stage
+from ...core.steps import CAMERA_CHECK_VERSION, CAMERA_MOTION_VERSION, check_camera, score_camera_motion
 from ...core.store import artifact_id
 
 CODE_VERSION = "static_clips-1"
-SCORE_VERSION = "camera_motion-1"
-CHECK_VERSION = "camera_check-1"
 STAGE = Stage("static_clips", CODE_VERSION, reads=("clip=source",))
 
 
@@ -47,16 +42,6 @@ class StaticClipsConfig(StageConfig):
     max_camera_motion: float = 1.0
     vlm_camera_check: bool = True
     max_camera_moving: float = 0.5
-
-
-def score_camera_motion(out: Path | None, inputs: dict[str, Path], params: dict) -> dict:
-    """Per-clip function: the camera-motion score of one clip (record-only artifact)."""
-    return camera_motion(iter_frames(inputs["clip"]), fps=params["fps"])
-
-
-def check_camera(out: Path | None, inputs: dict[str, Path], params: dict) -> dict:
-    """Per-clip function: the VLM's camera verdict on a few frames of one clip (record-only artifact)."""
-    return vlm_camera_check(backends.vlm(params["vlm"]), sample_frames(inputs["clip"], params["check_frames"]))
 
 
 def decide(score: float, threshold: float) -> tuple[str, str | None]:
@@ -93,7 +78,7 @@ def static_clips(context: dg.AssetExecutionContext, config: StaticClipsConfig, v
     store, db, executor = artifact_store.store(), lineage.lineage(), clip_executor.executor()
     clips = STAGE.inputs(db, None, params=lambda rows: {"fps": rows["source"]["info"]["fps"]})
     report = STAGE.run(context, store, clips, fn=score_camera_motion, kind="camera_motion", ext=None,
-                       code_version=SCORE_VERSION, params={}, executor=executor)
+                       code_version=CAMERA_MOTION_VERSION, params={}, executor=executor)
     batch, failures = report.batch, dict(report.failures)
 
     checks = None
@@ -102,7 +87,7 @@ def static_clips(context: dg.AssetExecutionContext, config: StaticClipsConfig, v
         coarse = [ClipInput(c.clip_id, c.parents) for c in clips if c.clip_id in report.artifacts
                   and decide(report.artifacts[c.clip_id].info["score"], params["max_camera_motion"])[0] == "ok"]
         checks = STAGE.run(context, store, coarse, fn=check_camera, kind="camera_check", ext=None,
-                           code_version=CHECK_VERSION, params={"vlm": vlm_settings, "check_frames": CHECK_FRAMES},
+                           code_version=CAMERA_CHECK_VERSION, params={"vlm": vlm_settings, "check_frames": CHECK_FRAMES},
                            executor=executor)
         batch.artifacts += checks.batch.artifacts
         batch.edges += checks.batch.edges

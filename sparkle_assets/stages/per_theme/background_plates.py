@@ -15,7 +15,8 @@ from ...core.readers import ROLES
 from ...core.reports import histogram_md, sheet_metadata
 from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource)
 from ...core.stage import Stage
-from ...core.steps import BackgroundPlatesConfig, PLATES_VERSION, compute_background_plate
+from ...core.step_configs import BackgroundPlatesConfig
+from ...core.steps import PLATES_VERSION, compute_background_plate
 
 STAGE = Stage("background_plates", PLATES_VERSION, reads=("clip", "mask", "instruction", "edited", "clean"),
               by_products=("layer",), per_theme=True)

@@ -18,7 +18,8 @@ from ...core.readers import ROLES
 from ...core.reports import histogram_md, pick_frames, sheet_metadata
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, VideoBackendResource
 from ...core.stage import Stage
-from ...core.steps import BACKGROUNDS_VERSION, BackgroundVideosConfig, MAX_STILL_PAIRS, compute_background_video
+from ...core.step_configs import BackgroundVideosConfig
+from ...core.steps import BACKGROUNDS_VERSION, MAX_STILL_PAIRS, compute_background_video
 
 STAGE = Stage("background_videos", BACKGROUNDS_VERSION, reads=("clip", "instruction", "plate"), by_products=("layer",),
               per_theme=True)

@@ -20,7 +20,8 @@ from ...core.judging import SCORE_BINS, judge_edit_scores
 from ...core.reports import histogram_md, sheet_metadata
 from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource)
 from ...core.stage import Stage
-from ...core.steps import EDITS_VERSION, EditedFirstFramesConfig, LAYER, compute_edited_first_frame
+from ...core.step_configs import EditedFirstFramesConfig
+from ...core.steps import EDITS_VERSION, LAYER, compute_edited_first_frame
 
 STAGE = Stage("edited_first_frames", EDITS_VERSION, reads=("clip", "mask", "instruction", "clean"),
               by_products=("frame0",), per_theme=True)

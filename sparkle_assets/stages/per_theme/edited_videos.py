@@ -12,7 +12,8 @@ import dagster as dg
 from ...core.reports import pick_frames, sheet_metadata
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, FinalBackendResource, LineageResource
 from ...core.stage import Stage
-from ...core.steps import EditedVideosConfig, FINALS_VERSION, compute_edited_video
+from ...core.step_configs import EditedVideosConfig
+from ...core.steps import FINALS_VERSION, compute_edited_video
 
 STAGE = Stage("edited_videos", FINALS_VERSION, reads=("clip", "mask", "instruction", "edited", "background", "guidance"),
               per_theme=True)

@@ -9,7 +9,8 @@ import dagster as dg
 
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource
 from ...core.stage import Stage
-from ...core.steps import GUIDANCE_VERSION, GuidanceVideosConfig, compute_guidance_video
+from ...core.step_configs import GuidanceVideosConfig
+from ...core.steps import GUIDANCE_VERSION, compute_guidance_video
 
 STAGE = Stage("guidance_videos", GUIDANCE_VERSION, reads=("clip", "mask", "background"), per_theme=True)
 

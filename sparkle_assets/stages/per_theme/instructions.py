@@ -7,26 +7,18 @@ theme, clip id) by `sparkle_model.instructions.plan_instructions`; the text come
 or from the configured VLM, which sees frame 0 and the chosen scene.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model import backends
-from sparkle_model.instructions import (MAX_CHARS, MIN_CHARS, InstructionPlan, describe_original,
-                                        plan_instructions, write_instruction)
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import read_png
-from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
+from sparkle_model.instructions import plan_instructions
 
 from ...core.clipstep import ClipInput
 from ...core.config import Range, StageConfig
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, ThemesResource, VlmResource
 from ...core.stage import Stage
+from ...core.steps import INSTRUCTIONS_VERSION, compute_instruction
 
-CODE_VERSION = "instructions-1"
-STAGE = Stage("instructions", CODE_VERSION, reads=("clip", "mask"), by_products=("frame0",), per_theme=True)
+STAGE = Stage("instructions", INSTRUCTIONS_VERSION, reads=("clip", "mask"), by_products=("frame0",), per_theme=True)
 
 
 class InstructionsConfig(StageConfig):
@@ -34,30 +26,6 @@ class InstructionsConfig(StageConfig):
 
     RANGES = {"seed": Range(0, 2 ** 31 - 1)}
     seed: int = 0
-
-
-def compute_instruction(out: Path, inputs: dict[str, Path], params: dict) -> dict:
-    """Per-clip function: the instruction record, written as JSON."""
-    plan = InstructionPlan.from_json(params["plan"])
-    frame = read_png(inputs["frame0"])
-    mask0 = load_mask_npz(inputs["mask"])[0]
-    record = {"clip_id": plan.clip_id, "theme": params["theme"], "edit_type": params["edit_type"],
-              "render": params["render"], "subtheme": plan.scene.subtheme, "scene": plan.scene.to_json(),
-              "chosen_keyword": plan.scene.keyword, "motion": list(plan.scene.motion), "seed": plan.seed}
-    vlm = backends.vlm(params["vlm"])
-    if vlm is None:
-        record["instruction"] = write_instruction(plan, tuple(params["openers"]))
-        record["original_scene"] = describe_original(frame, mask0, params["labels"])
-        record["writer"] = "template"
-    else:
-        reply = parse_json_reply(vlm.generate(instruction_prompt(params["theme"], plan.scene), [frame]),
-                                 ("instruction", "original_scene"))
-        text = str(reply["instruction"]).strip()
-        if not MIN_CHARS // 2 <= len(text) <= MAX_CHARS * 1.5:
-            raise VlmError(f"VLM instruction has {len(text)} characters (expected about {MIN_CHARS}-{MAX_CHARS}): {text[:80]!r}")
-        record.update(instruction=text, original_scene=str(reply["original_scene"]).strip(), writer="vlm")
-    out.write_text(json.dumps(record, indent=1))
-    return {k: record[k] for k in ("chosen_keyword", "instruction", "original_scene", "writer")}
 
 
 @STAGE.asset(kinds={"json"},

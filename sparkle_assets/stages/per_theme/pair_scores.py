@@ -12,19 +12,11 @@ metric is not measured here), read through the `pair_metric` view. Nothing is de
 `curated_pairs` applies the thresholds.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 
-from sparkle_bench.automatic_judge import judge_videos
-from sparkle_bench.metrics import PAIR_METRICS, IqaModels, pair_metrics, sample_indices
+from sparkle_bench.metrics import PAIR_METRICS
 from sparkle_bench.rubric import DIMENSIONS
-from sparkle_model import backends
-from sparkle_model.edit_scores import score_edit
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import read_video
 
 from ...core.config import ConfigError
 from ...core.judging import EDIT_SCORE_PARTS, SCORE_BINS
@@ -32,35 +24,10 @@ from ...core.reports import histogram_md
 from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource,
                                MetricModelsResource, VlmResource)
 from ...core.stage import Stage
+from ...core.steps import PAIR_SCORES_VERSION, compute_pair_scores
 
-CODE_VERSION = "pair_scores-2"  # -2: the edit score sees ghosts and pasted patches; the automatic judgment
-STAGE = Stage("pair_scores", CODE_VERSION, reads=("clip", "mask", "instruction", "video", "background"),
+STAGE = Stage("pair_scores", PAIR_SCORES_VERSION, reads=("clip", "mask", "instruction", "video", "background"),
               per_theme=True)
-
-
-def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
-    record = json.loads(inputs["instruction"].read_text())
-    source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
-    backdrop = read_video(inputs["background"])
-    masks = load_mask_npz(inputs["mask"])
-    models = IqaModels(**params["models"])
-    metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
-                           models)
-    frames = []
-    for i in sample_indices(min(len(source), len(edited))):
-        m = masks[min(i, len(masks) - 1)]
-        behind = backdrop[min(i, len(backdrop) - 1)]
-        score = backends.score_edit_with(params, source[i], edited[i], record["instruction"],
-                                         "replace the background of this video frame, keep the subject",
-                                         lambda: score_edit(source[i], edited[i], m, behind))
-        frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"],
-                       "checks": score.get("checks", {})})
-    edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
-    judgment = judge_videos(source, edited, masks, params["fps"], record["instruction"], backdrop, models)
-    result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
-              "chosen_keyword": record["chosen_keyword"], "judge": judgment}
-    out.write_text(json.dumps(result, indent=1))
-    return result
 
 
 def pair_score_rows(batch) -> list[tuple[str, str, float | None]]:
