@@ -122,6 +122,10 @@ class ClipExecutor:
     def map(self, fn: Callable[[T], R], items: Sequence[T], timeout: float | None = None) -> list[Outcome[R]]:
         raise NotImplementedError
 
+    def for_pool(self, pool: str | None) -> ClipExecutor:
+        """The executor for a stage in this Dagster concurrency pool (Ray asks for GPUs for `gpu`)."""
+        return self
+
 
 class InProcessExecutor(ClipExecutor):
     """Runs every item in this process, one after the other (`timeout` is not enforced here)."""
