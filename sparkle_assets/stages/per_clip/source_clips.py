@@ -20,6 +20,7 @@ from sparkle_model.video import (MAX_FRAMES, VideoError, check_file, clip_length
                                  resample_indices, target_size, write_video)
 
 from ...core.config import Range, StageConfig
+from ...core.costs import split_cost
 from ...core.lineage import ArtifactRow, LineageBatch
 from ...core.reports import histogram_md
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, SourcesResource
@@ -200,7 +201,8 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
     items = sources.discover()  # a missing folder or malformed CSV is a ConfigError: the step fails naming it
     store = artifact_store.store()
     jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params) for it in items]
-    outcomes = clip_executor.executor().map(ingest_source, jobs)
+    executor = clip_executor.executor()
+    outcomes = executor.map(ingest_source, jobs, timeout=executor.time_limit(STAGE.name))
 
     run_id, batch = context.run_id, LineageBatch()
     counts = {"files": len(jobs), "clips": 0, "computed": 0, "reused": 0, "quarantined": 0, "failed": 0}
@@ -213,16 +215,17 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
                 id=artifact_id("source_file", {"path": job.path}, CODE_VERSION, job.params), kind="source_file",
                 asset_key="source_clips", clip_id=job.clip_id, uri=absolute_path(Path(job.path)).as_uri(),
                 code_version=CODE_VERSION, params=job.params, run_id=run_id, status="failed",
-                reason=outcome.error))
+                reason=outcome.error, cost=outcome.cost))
             continue
         res: IngestResult = outcome.value
         rec = res.record
+        cost = split_cost(outcome.cost, 1 + len(res.clips)) if res.fresh else None  # the file and its clips share it
         batch.artifacts.append(ArtifactRow(
             id=rec.id, kind="source_file", asset_key="source_clips", clip_id=job.clip_id,
             uri=absolute_path(Path(job.path)).as_uri(), content_hash=rec.info["sha256"],
             bytes=Path(job.path).stat().st_size if Path(job.path).is_file() else None,
             code_version=CODE_VERSION, params=rec.params, run_id=run_id, status=res.status,
-            reason=rec.info["reason"], info={k: rec.info[k] for k in ("origin", "clips")}, fresh=res.fresh))
+            reason=rec.info["reason"], info={k: rec.info[k] for k in ("origin", "clips")}, fresh=res.fresh, cost=cost))
         if res.status != "ok":
             counts["quarantined"] += 1
             quarantined.append((job.clip_id, rec.info["reason"]))
@@ -234,7 +237,7 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
             batch.artifacts.append(ArtifactRow(
                 id=clip.id, kind="source_clip", asset_key="source_clips", clip_id=clip.info["clip_id"],
                 uri=clip.uri, bytes=clip.bytes, content_hash=clip.content_hash, code_version=CODE_VERSION,
-                params=clip.params, run_id=run_id, info=clip.info, fresh=res.fresh))
+                params=clip.params, run_id=run_id, info=clip.info, fresh=res.fresh, cost=cost))
             batch.edges.append((clip.id, rec.id, "source"))
 
     table = "\n".join(f"| {cid} | {reason} |" for cid, reason in quarantined)

@@ -1,0 +1,171 @@
+"""The yield and cost funnel: per stage, the items in, kept and dropped (by reason), the compute
+spent and the compute that never reached the dataset, attributed to the filter that discarded it.
+
+For one partition (a theme, or the theme-independent stages), each stage row reads the stage's
+latest materialization (the same rows `sparkle run`'s table counts: `kept` is its number):
+
+- ``in``: the stage's items (its main kind) in that materialization: ``kept + dropped + failed``
+  (for `source_clips`, the clips cut plus the files quarantined or failed, one item each);
+- ``dropped`` / ``failed``: counts per reason, numbers in a reason replaced by ``N`` so that
+  ``camera motion 3.1 %diag/s > 2`` and ``camera motion 5.0 %diag/s > 2`` are one reason;
+- ``spent_s``: the recorded wall seconds (``artifact_cost``) of every artifact of the materialization,
+  companions and sub-steps included (the compute these results embody, whichever run made them);
+- ``wasted_s``: the full cost (core.costs) of the items this stage dropped or failed: their own
+  compute and their share of everything upstream of them, which never reaches the dataset.
+
+`funnel_metadata` renders a theme's funnel for the UI: a table, a stacked-bar plot (items kept,
+dropped and failed per stage, and compute spent and wasted), and where the plot is saved.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .costs import full_costs
+from .lineage import UNPARTITIONED
+from .store import atomic_write_bytes, contained
+
+SHARED_STAGES = [("source_clips", "source_clip", "clips"), ("static_clips", "static_clip", "fixed-cam"),
+                 ("foreground_masks", "foreground_mask", "masks"), ("clean_backgrounds", "clean_background", "clean")]
+# the per-theme stages as `sparkle run`'s table shows them: (asset, main kind, short name)
+THEME_STAGES = [("instructions", "instruction", "instr"), ("edited_first_frames", "edited_first_frame", "frame0"),
+                ("background_plates", "background_plate", "plate"), ("background_videos", "background_video", "bg_video"),
+                ("guidance_videos", "guidance_video", "guidance"), ("edited_videos", "edited_video", "edited"),
+                ("pair_scores", "pair_score", "scored"), ("curated_pairs", "curated_pair", "FINAL"),
+                ("bench_split", "bench_row", "bench")]
+DATASET_STAGE = ("sparkle_dataset", "dataset_row", "dataset")
+FUNNEL_STAGES = THEME_STAGES[:-1] + [DATASET_STAGE]  # the way to the dataset (bench rows are a by-road)
+
+
+@dataclass
+class StageFunnel:
+    stage: str
+    short: str
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    spent_s: float = 0.0
+    wasted_s: float = 0.0
+    costed: int = 0  # artifacts with a recorded cost, of `artifacts`
+    artifacts: int = 0
+    item_costs: tuple[float, ...] = ()  # recorded wall seconds per clip (all its artifacts of the stage)
+
+    @property
+    def n_in(self) -> int:
+        return self.kept + sum(self.dropped.values()) + sum(self.failed.values())
+
+    def as_dict(self) -> dict:
+        return {"stage": self.stage, "in": self.n_in, "kept": self.kept, "dropped": self.dropped,
+                "failed": self.failed, "spent_s": round(self.spent_s, 3), "wasted_s": round(self.wasted_s, 3)}
+
+
+def reason_of(reason: str | None) -> str:
+    """A reason with its numbers replaced by N (at most 80 characters)."""
+    return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", reason or "no reason")[:80]
+
+
+def stage_funnel(db, stage: str, kind: str, short: str, partition: str) -> StageFunnel:
+    """One stage's row of the funnel (see the module docstring)."""
+    f = StageFunnel(stage, short)
+    with db.session():
+        rows = db.current_artifacts(stage, partition, status=None, kind=kind)
+        if stage == "source_clips":  # files that yielded no clip: quarantined or failed
+            rows += [r for r in db.current_artifacts(stage, partition, status=None, kind="source_file")
+                     if r["status"] != "ok"]
+        spent = db.query(
+            "SELECT count(*) AS n, count(c.artifact_id) AS costed, coalesce(sum(c.wall_s), 0) AS wall_s "
+            "FROM current_artifact a LEFT JOIN artifact_cost c ON c.artifact_id = a.artifact_id "
+            "WHERE a.asset_key = ? AND a.partition = ?", [stage, partition])[0]
+        per_clip = db.query(
+            "SELECT b.clip_id, sum(c.wall_s) AS wall_s FROM current_artifact a JOIN artifact b ON b.id = a.artifact_id "
+            "JOIN artifact_cost c ON c.artifact_id = a.artifact_id WHERE a.asset_key = ? AND a.partition = ? "
+            "GROUP BY b.clip_id ORDER BY b.clip_id", [stage, partition])
+        lost = [r["id"] for r in rows if r["status"] != "ok"]
+        wasted = full_costs(db, lost) if lost else {}
+    f.kept = sum(r["status"] == "ok" for r in rows)
+    f.dropped = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] in ("dropped", "quarantined")))
+    f.failed = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] == "failed"))
+    f.spent_s, f.costed, f.artifacts = spent["wall_s"], spent["costed"], spent["n"]
+    f.wasted_s = sum(c.total["wall_s"] for c in wasted.values())
+    f.item_costs = tuple(r["wall_s"] or 0.0 for r in per_clip)
+    return f
+
+
+def funnel(db, theme: str | None) -> list[StageFunnel]:
+    """The funnel of a theme (None: of the theme-independent stages)."""
+    if theme is None:
+        return [stage_funnel(db, a, k, s, UNPARTITIONED) for a, k, s in SHARED_STAGES]
+    return [stage_funnel(db, a, k, s, theme) for a, k, s in FUNNEL_STAGES]
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return "; ".join(f"{n}x {r}" for r, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))) or "-"
+
+
+def funnel_text(rows: list[StageFunnel], title: str) -> str:
+    """The funnel as a plain-text table (what `sparkle report` prints)."""
+    head = f"{title}\n  {'stage':<20}{'in':>6}{'kept':>6}{'dropped':>8}{'failed':>7}{'spent s':>10}{'wasted s':>10}  reasons"
+    lines = [f"  {r.stage:<20}{r.n_in:>6}{r.kept:>6}{sum(r.dropped.values()):>8}{sum(r.failed.values()):>7}"
+             f"{r.spent_s:>10.2f}{r.wasted_s:>10.2f}  {_reasons({**r.dropped, **{'failed: ' + k: v for k, v in r.failed.items()}})}"
+             for r in rows]
+    return "\n".join([head, *lines])
+
+
+def funnel_plot(rows: list[StageFunnel], title: str) -> bytes:
+    """A PNG: per stage, stacked bars of items kept / dropped / failed, and of compute kept / wasted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.short for r in rows][::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 0.32 * len(rows) + 1.2), dpi=80, sharey=True)
+    try:
+        kept = [r.kept for r in rows][::-1]
+        dropped = [sum(r.dropped.values()) for r in rows][::-1]
+        failed = [sum(r.failed.values()) for r in rows][::-1]
+        left.barh(names, kept, color="#3a9a50", label="kept")
+        left.barh(names, dropped, left=kept, color="#e8a33c", label="dropped")
+        left.barh(names, failed, left=[k + d for k, d in zip(kept, dropped)], color="#c8423b", label="failed")
+        left.set_xlabel("items")
+        left.legend(fontsize=7, loc="lower right")
+        wasted = [r.wasted_s for r in rows][::-1]
+        right.barh(names, [r.spent_s for r in rows][::-1], color="#4a78b5", label="spent at stage")
+        right.barh(names, wasted, color="#c8423b", height=0.4, label="wasted (full cost of dropped)")
+        right.set_xlabel("compute, wall s")
+        right.legend(fontsize=7, loc="lower right")
+        fig.suptitle(title, fontsize=9)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+def funnel_metadata(db, home: str, theme: str) -> dict:
+    """A theme's funnel for the dataset asset's metadata: a table, the plot inline, and its file
+    (`<home>/reports/<theme>/funnel.png`, written atomically)."""
+    import dagster as dg
+
+    rows = funnel(db, theme)
+    png = funnel_plot(rows, f"{theme}: yield and compute per stage")
+    path = contained(home, "reports", theme, "funnel.png")
+    atomic_write_bytes(path, png)
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({"stage": r.stage, "in": r.n_in, "kept": r.kept, "dropped": sum(r.dropped.values()),
+                                 "failed": sum(r.failed.values()), "spent_s": round(r.spent_s, 3),
+                                 "wasted_s": round(r.wasted_s, 3),
+                                 "reasons": _reasons({**r.dropped, **{"failed: " + k: v for k, v in r.failed.items()}})})
+                 for r in rows],
+        schema=dg.TableSchema(columns=[
+            dg.TableColumn("stage", "string"), dg.TableColumn("in", "int"), dg.TableColumn("kept", "int"),
+            dg.TableColumn("dropped", "int"), dg.TableColumn("failed", "int"), dg.TableColumn("spent_s", "float"),
+            dg.TableColumn("wasted_s", "float"), dg.TableColumn("reasons", "string")]))
+    return {"funnel": table,
+            "funnel_plot": dg.MetadataValue.md(f"![funnel](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            "funnel_plot_path": dg.MetadataValue.path(str(path))}
