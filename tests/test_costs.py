@@ -4,7 +4,6 @@ stage's time limit while the fast clips finish."""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sparkle_assets.core.resources import ClipExecutorResource
 from sparkle_assets.core.store import ArtifactStore
 
 from conftest import make_clip
+from slow_backend import slow_or_fast
 from test_theme_assets import project  # noqa: F401 - the fixture
 
 # S: a source clip (own 6 s) with three children: its mask M, a static-clip decision D, and pair P1,
@@ -190,15 +190,6 @@ def test_time_limit_settings_are_validated():
             ClipExecutorResource(kind="in_process", **bad).executor()
 
 
-def slow_or_fast(out_path, input_paths, params):
-    """A deliberately slow backend: reads its tiny clip, and stalls on the clip marked slow."""
-    data = Path(input_paths["clip"]).read_bytes()
-    if params.get("slow"):
-        time.sleep(60)
-    Path(out_path).write_bytes(data[:64])
-    return {"bytes": len(data)}
-
-
 def test_a_straggler_is_stopped_at_the_limit_and_the_step_goes_on(tmp_path):
     store = ArtifactStore(tmp_path / "store")
     parents = {}
@@ -207,7 +198,8 @@ def test_a_straggler_is_stopped_at_the_limit_and_the_step_goes_on(tmp_path):
         parents[f"c{i}"] = {"id": f"src{i}", "uri": f"clips/c{i}.mp4"}
     items = [ClipInput(cid, {"clip": row}, {"slow": cid == "c1"}) for cid, row in parents.items()]
     executor = ProcessPoolExecutor(workers=2)
-    executor.map(math.sqrt, [1.0, 4.0])  # the pool is up before the clock starts
+    run_clip_step(store=store, clips=[items[0], items[2]], fn=slow_or_fast, kind="warm_up", ext="bin", code_version="1",
+                  params={}, asset_key="warm_up", run_id="run", executor=executor)  # both workers up before the clock
     limit = 3.0
     started = time.monotonic()
     report = run_clip_step(store=store, clips=items, fn=slow_or_fast, kind="slow_test", ext="bin", code_version="1",

@@ -123,7 +123,7 @@ def funnel_plot(rows: list[StageFunnel], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     names = [r.short for r in rows][::-1]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 0.32 * len(rows) + 1.2), dpi=80, sharey=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 0.32 * len(rows) + 1.6), dpi=80, sharey=True)
     try:
         kept = [r.kept for r in rows][::-1]
         dropped = [sum(r.dropped.values()) for r in rows][::-1]
@@ -132,12 +132,12 @@ def funnel_plot(rows: list[StageFunnel], title: str) -> bytes:
         left.barh(names, dropped, left=kept, color="#e8a33c", label="dropped")
         left.barh(names, failed, left=[k + d for k, d in zip(kept, dropped)], color="#c8423b", label="failed")
         left.set_xlabel("items")
-        left.legend(fontsize=7, loc="lower right")
+        left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
         wasted = [r.wasted_s for r in rows][::-1]
         right.barh(names, [r.spent_s for r in rows][::-1], color="#4a78b5", label="spent at stage")
         right.barh(names, wasted, color="#c8423b", height=0.4, label="wasted (full cost of dropped)")
         right.set_xlabel("compute, wall s")
-        right.legend(fontsize=7, loc="lower right")
+        right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False)
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         buf = io.BytesIO()
