@@ -13,8 +13,8 @@ latest materialization (the same rows `sparkle run`'s table counts: `kept` is it
 - ``wasted_s``: the full cost (core.costs) of the items this stage dropped or failed: their own
   compute and their share of everything upstream of them, which never reaches the dataset.
 
-`funnel_metadata` renders a theme's funnel for the UI: a table, a stacked-bar plot (items kept,
-dropped and failed per stage, and compute spent and wasted), and where the plot is saved.
+`funnel_metadata` renders a theme's funnel for the UI: a table, a bar plot (items kept, dropped and
+failed per stage, and compute spent and wasted), and where the plot is saved.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def stage_funnel(db, stage: str, kind: str, short: str, partition: str) -> Stage
 
 def funnel(db, theme: str | None) -> list[StageFunnel]:
     """The funnel of a theme (None: of the theme-independent stages)."""
-    if theme is None:
-        return [stage_funnel(db, a, k, s, UNPARTITIONED) for a, k, s in SHARED_STAGES]
-    return [stage_funnel(db, a, k, s, theme) for a, k, s in FUNNEL_STAGES]
+    stages, part = (SHARED_STAGES, UNPARTITIONED) if theme is None else (FUNNEL_STAGES, theme)
+    with db.session():  # one read connection for every query
+        return [stage_funnel(db, a, k, s, part) for a, k, s in stages]
 
 
 def _reasons(counts: dict[str, int]) -> str:
@@ -115,36 +115,48 @@ def funnel_text(rows: list[StageFunnel], title: str) -> str:
     return "\n".join([head, *lines])
 
 
+KEPT, DROPPED, FAILED, SPENT = (80, 154, 58), (60, 163, 232), (59, 66, 200), (181, 120, 74)  # BGR
+
+
 def funnel_plot(rows: list[StageFunnel], title: str) -> bytes:
-    """A PNG: per stage, stacked bars of items kept / dropped / failed, and of compute kept / wasted."""
-    import matplotlib
+    """A PNG (drawn with OpenCV: no plotting library to import in a run): per stage, a bar of items
+    kept / dropped / failed, and a bar of compute spent at the stage with, over it, the compute
+    wasted (the full cost of what it dropped or failed)."""
+    import cv2
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r.short for r in rows][::-1]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.2, 0.32 * len(rows) + 1.6), dpi=80, sharey=True)
-    try:
-        kept = [r.kept for r in rows][::-1]
-        dropped = [sum(r.dropped.values()) for r in rows][::-1]
-        failed = [sum(r.failed.values()) for r in rows][::-1]
-        left.barh(names, kept, color="#3a9a50", label="kept")
-        left.barh(names, dropped, left=kept, color="#e8a33c", label="dropped")
-        left.barh(names, failed, left=[k + d for k, d in zip(kept, dropped)], color="#c8423b", label="failed")
-        left.set_xlabel("items")
-        left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
-        wasted = [r.wasted_s for r in rows][::-1]
-        right.barh(names, [r.spent_s for r in rows][::-1], color="#4a78b5", label="spent at stage")
-        right.barh(names, wasted, color="#c8423b", height=0.4, label="wasted (full cost of dropped)")
-        right.set_xlabel("compute, wall s")
-        right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False)
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+    label_w, panel_w, gap, row_h, top, bottom = 130, 270, 30, 22, 34, 46
+    width, height = label_w + 2 * panel_w + gap + 20, top + row_h * len(rows) + bottom
+    img = np.full((height, width, 3), 255, np.uint8)
+    text = lambda s, x, y, scale=0.4, color=(40, 40, 40): cv2.putText(  # noqa: E731
+        img, s, (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+    text(title, 8, 18, 0.5)
+    most_items = max([r.n_in for r in rows] + [1])
+    most_s = max([max(r.spent_s, r.wasted_s) for r in rows] + [1e-9])
+    x1 = label_w + panel_w + gap
+    for i, r in enumerate(rows):
+        y = top + i * row_h
+        text(r.stage, 8, y + 15)
+        x = label_w
+        for n, color in ((r.kept, KEPT), (sum(r.dropped.values()), DROPPED), (sum(r.failed.values()), FAILED)):
+            w = int(round(panel_w * n / most_items))
+            if w:
+                cv2.rectangle(img, (x, y + 3), (x + w - 1, y + row_h - 3), color, -1)
+            x += w
+        text(str(r.kept), label_w + 3, y + 15, 0.35, (255, 255, 255)) if r.kept else None
+        cv2.rectangle(img, (x1, y + 3), (x1 + max(1, int(panel_w * r.spent_s / most_s)), y + row_h - 3), SPENT, -1)
+        if r.wasted_s:
+            cv2.rectangle(img, (x1, y + 8), (x1 + max(1, int(panel_w * r.wasted_s / most_s)), y + row_h - 8), FAILED, -1)
+    axis = top + row_h * len(rows) + 12
+    text(f"items (0 - {most_items})", label_w, axis)
+    text(f"compute, wall s (0 - {most_s:.3g})", x1, axis)
+    legend = [("kept", KEPT), ("dropped", DROPPED), ("failed", FAILED), ("spent", SPENT), ("wasted", FAILED)]
+    for j, (name, color) in enumerate(legend):
+        lx = label_w + j * 95
+        cv2.rectangle(img, (lx, axis + 14), (lx + 12, axis + 24), color, -1)
+        text(name, lx + 16, axis + 23, 0.38)
+    ok, png = cv2.imencode(".png", img)
+    return png.tobytes()
 
 
 def funnel_metadata(db, home: str, theme: str) -> dict:
