@@ -128,14 +128,13 @@ class Stage:
         """
         part = self.partition(context)
         version = data_version_of(output_ids)
-        accounting = record_step_costs(db, batch)
-        summary = {**summary, **accounting}
-        metadata = {**metadata, **accounting}
         inputs = {}
         with db.session():
+            accounting = record_step_costs(db, batch)
             for role in self.input_roles:
                 key, p = ROLES[role].asset, ROLES[role].partition(part or None)
                 inputs[key] = (db.latest_materialization(key, p) or {}).get("data_version")
+        summary, metadata = {**summary, **accounting}, {**metadata, **accounting}
         batch.materialization = {
             "run_id": context.run_id, "asset_key": self.name, "partition": part, "code_version": self.code_version,
             "data_version": version, "input_data_versions": inputs, "created_at": now_iso(),
