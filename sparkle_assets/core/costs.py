@@ -141,21 +141,16 @@ class FullCost:
 
 
 def _parents(db, ids: Sequence[str]) -> dict[str, list[str]]:
-    """child -> its distinct parents, for every artifact reachable upwards from `ids` (one query per level)."""
-    parents: dict[str, list[str]] = {}
-    frontier = sorted(set(ids))
-    seen = set(frontier)
-    for _ in range(64):
-        if not frontier:
-            break
-        found: dict[str, set[str]] = {}
-        for r in db.query("SELECT DISTINCT child_id, parent_id FROM artifact_edge "
-                          "WHERE child_id IN (SELECT unnest(?::VARCHAR[]))", [frontier]):
-            found.setdefault(r["child_id"], set()).add(r["parent_id"])
-        for child in frontier:
-            parents[child] = sorted(found.get(child, ()))
-        frontier = sorted({p for ps in found.values() for p in ps} - seen)
-        seen.update(frontier)
+    """child -> its distinct parents, for `ids` and every artifact upwards of them (one recursive query)."""
+    parents: dict[str, list[str]] = {i: [] for i in ids}
+    for r in db.query("""
+            WITH RECURSIVE up(id) AS (
+                SELECT unnest(?::VARCHAR[])
+                UNION SELECT e.parent_id FROM artifact_edge e JOIN up ON e.child_id = up.id)
+            SELECT DISTINCT e.child_id, e.parent_id FROM artifact_edge e JOIN up ON e.child_id = up.id
+            ORDER BY 1, 2""", [sorted(set(ids))]):
+        parents.setdefault(r["child_id"], []).append(r["parent_id"])
+        parents.setdefault(r["parent_id"], [])
     return parents
 
 

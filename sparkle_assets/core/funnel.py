@@ -68,38 +68,43 @@ def reason_of(reason: str | None) -> str:
     return re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", "N", reason or "no reason")[:80]
 
 
-def stage_funnel(db, stage: str, kind: str, short: str, partition: str) -> StageFunnel:
-    """One stage's row of the funnel (see the module docstring)."""
-    f = StageFunnel(stage, short)
-    with db.session():
-        rows = db.current_artifacts(stage, partition, status=None, kind=kind)
-        if stage == "source_clips":  # files that yielded no clip: quarantined or failed
-            rows += [r for r in db.current_artifacts(stage, partition, status=None, kind="source_file")
-                     if r["status"] != "ok"]
-        spent = db.query(
-            "SELECT count(*) AS n, count(c.artifact_id) AS costed, coalesce(sum(c.wall_s), 0) AS wall_s "
-            "FROM current_artifact a LEFT JOIN artifact_cost c ON c.artifact_id = a.artifact_id "
-            "WHERE a.asset_key = ? AND a.partition = ?", [stage, partition])[0]
-        per_clip = db.query(
-            "SELECT b.clip_id, sum(c.wall_s) AS wall_s FROM current_artifact a JOIN artifact b ON b.id = a.artifact_id "
-            "JOIN artifact_cost c ON c.artifact_id = a.artifact_id WHERE a.asset_key = ? AND a.partition = ? "
-            "GROUP BY b.clip_id ORDER BY b.clip_id", [stage, partition])
-        lost = [r["id"] for r in rows if r["status"] != "ok"]
-        wasted = full_costs(db, lost) if lost else {}
-    f.kept = sum(r["status"] == "ok" for r in rows)
-    f.dropped = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] in ("dropped", "quarantined")))
-    f.failed = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] == "failed"))
-    f.spent_s, f.costed, f.artifacts = spent["wall_s"], spent["costed"], spent["n"]
-    f.wasted_s = sum(c.total["wall_s"] for c in wasted.values())
-    f.item_costs = tuple(r["wall_s"] or 0.0 for r in per_clip)
-    return f
+def stage_funnels(db, stages: list[tuple[str, str, str]], partition: str) -> list[StageFunnel]:
+    """The funnel rows of `stages` (asset, main kind, short name) in one partition (see the module
+    docstring): per stage its decisions and per-clip costs, then the full cost of everything lost."""
+    out, lost = [], {}
+    with db.session():  # one read connection for every query
+        for stage, kind, short in stages:
+            f = StageFunnel(stage, short)
+            rows = db.query("SELECT a.id, a.kind, a.status, a.reason FROM current_artifact c JOIN artifact a "
+                            "ON a.id = c.artifact_id WHERE c.asset_key = ? AND c.partition = ? AND (a.kind = ? OR "
+                            "(a.kind = 'source_file' AND a.status != 'ok'))", [stage, partition, kind])
+            # source_clips: the files that yielded no clip (quarantined or failed) count as items too
+            rows = [r for r in rows if r["kind"] == kind or stage == "source_clips"]
+            per_clip = db.query(
+                "SELECT b.clip_id, count(*) AS n, count(c.artifact_id) AS costed, sum(c.wall_s) AS wall_s "
+                "FROM current_artifact a JOIN artifact b ON b.id = a.artifact_id "
+                "LEFT JOIN artifact_cost c ON c.artifact_id = a.artifact_id WHERE a.asset_key = ? AND a.partition = ? "
+                "GROUP BY b.clip_id ORDER BY b.clip_id", [stage, partition])
+            f.kept = sum(r["status"] == "ok" for r in rows)
+            f.dropped = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] in ("dropped", "quarantined")))
+            f.failed = dict(Counter(reason_of(r["reason"]) for r in rows if r["status"] == "failed"))
+            f.artifacts, f.costed = sum(r["n"] for r in per_clip), sum(r["costed"] for r in per_clip)
+            f.spent_s = sum(r["wall_s"] or 0.0 for r in per_clip)
+            f.item_costs = tuple(r["wall_s"] or 0.0 for r in per_clip if r["costed"])
+            lost[stage] = [r["id"] for r in rows if r["status"] != "ok"]
+            out.append(f)
+        every = sorted({i for ids in lost.values() for i in ids})
+        wasted = full_costs(db, every) if every else {}
+    for f in out:
+        f.wasted_s = sum(wasted[i].total["wall_s"] for i in lost[f.stage])
+    return out
 
 
 def funnel(db, theme: str | None) -> list[StageFunnel]:
     """The funnel of a theme (None: of the theme-independent stages)."""
-    stages, part = (SHARED_STAGES, UNPARTITIONED) if theme is None else (FUNNEL_STAGES, theme)
-    with db.session():  # one read connection for every query
-        return [stage_funnel(db, a, k, s, part) for a, k, s in stages]
+    if theme is None:
+        return stage_funnels(db, SHARED_STAGES, UNPARTITIONED)
+    return stage_funnels(db, FUNNEL_STAGES, theme)
 
 
 def _reasons(counts: dict[str, int]) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from .funnel import FUNNEL_STAGES, SHARED_STAGES, stage_funnel
+from .funnel import FUNNEL_STAGES, SHARED_STAGES, stage_funnels
 from .lineage import UNPARTITIONED
 
 Z95 = 1.959964
@@ -116,7 +116,7 @@ def measure(db, themes: list[str]) -> list[Measured]:
     out = []
     for (asset, kind, short), shared in [(s, True) for s in SHARED_STAGES] + [(s, False) for s in FUNNEL_STAGES]:
         parts = [UNPARTITIONED] if shared else themes
-        rows = [stage_funnel(db, asset, kind, short, p) for p in parts]
+        rows = [stage_funnels(db, [(asset, kind, short)], p)[0] for p in parts]
         out.append(Measured(asset, not shared, sum(r.n_in for r in rows), sum(r.kept for r in rows),
                             tuple(c for r in rows for c in r.item_costs)))
     return out
