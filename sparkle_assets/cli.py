@@ -5,12 +5,21 @@
                                                                   partitions registered from the taxonomy
                                                                   files, theme-independent assets once,
                                                                   then every theme's assets
+    sparkle bench [--bench DIR]... [--openve CSV]... [--system NAME=DIR]... [--official NAME=DIR]...
+                  [--judge automatic|vlm] [--theme T]... [--no-bench-split]
+                                                                  Sparkle-Bench: every system judged on
+                                                                  the bench samples; prints the table
     sparkle ui [--port 3000]                                      Dagster UI on 127.0.0.1
     sparkle env                                                   export lines for plain `dagster`
+    sparkle train [--config NAME]...                              train (or reuse, or resume) the editor of each
+                                                                  training configuration (training/*.yaml,
+                                                                  default: tiny); `sparkle bench` then
+                                                                  scores every checkpoint beside the baselines
     sparkle lineage [dataset] [--at TIME]                         the exported dataset's rows and their clips
                                                                   (now, or at TIME)
-    sparkle lineage derived CLIP_OR_ARTIFACT [--at TIME]          everything derived from it
-    sparkle lineage sources ARTIFACT                              every source behind it
+    sparkle lineage derived CLIP_OR_ARTIFACT [--at TIME] [--kind K]
+                                                                  everything derived from it (of kind K)
+    sparkle lineage sources ARTIFACT [--at TIME] [--kind K]       every source behind it (of kind K)
     sparkle lineage sql "SELECT ..."                              any read-only query
     sparkle lineage cost ARTIFACT                                 what it cost: its own compute plus its
                                                                   share of every ancestor's, by stage
@@ -201,6 +210,54 @@ def _dagster_dev_signals() -> None:  # in the child, before exec
     die_with_parent(signal.SIGTERM)  # and it stops if `sparkle ui` itself is killed
 
 
+def cmd_train(args) -> int:
+    home = configure_env(args.home)
+    from .definitions import defs
+    from .evaluation.run_configs import register_run_configs
+    from .evaluation.trainer import default_training_dir
+
+    instance = open_home(home, "sparkle train")
+    if instance is None:
+        return 2
+    _, errors = register_run_configs(instance, default_training_dir())
+    for message in errors.values():
+        print(f"skipping invalid training configuration: {message}", file=sys.stderr)
+    known = set(instance.get_dynamic_partitions("run_config"))
+    unknown = sorted(set(args.config) - known)
+    if unknown:
+        print(f"no valid training configuration {', '.join(unknown)} in {default_training_dir()}", file=sys.stderr)
+        return 2
+    db = _lineage(home)
+    ok = True
+    for name in args.config:
+        run = defs.resolve_job_def("train_editor").execute_in_process(instance=instance, partition_key=name,
+                                                                      raise_on_error=False)
+        ok &= run.success
+        for row in db.query("SELECT summary FROM materialization WHERE run_id = ?", [run.run_id]):
+            print(f"editor_checkpoint[{name}]: {row['summary']}")
+        if not run.success:
+            failure = next((e for e in run.all_events if e.event_type_value == "STEP_FAILURE"), None)
+            print(f"editor_checkpoint[{name}]: FAILED: "
+                  f"{failure.event_specific_data.error.message.strip() if failure else '?'}", file=sys.stderr)
+    print(f"\nCheckpoints: {home / 'checkpoints'}/<config>/   Next: `sparkle bench` (every checkpoint is a system "
+          "of the table, system editor_<config>)")
+    return 0 if ok else 1
+
+
+def cmd_bench(args) -> int:
+    from .core.themes import theme_name_problem
+    from .evaluation.run import run_bench
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    home = configure_env(args.home)
+    instance = open_home(home, "sparkle bench")
+    if instance is None:
+        return 2
+    return run_bench(args, home, instance)
+
+
 def cmd_ui(args) -> int:
     """`dagster dev` on 127.0.0.1, supervised: a taken port fails at once, SIGTERM/SIGINT/SIGHUP stop
     every process it started (terminal or not) within seconds."""
@@ -310,6 +367,7 @@ def cmd_lineage(args) -> int:
                 rows = db.console_query(args.ref)
             else:
                 rows = db.derived_from(args.ref) if args.what == "derived" else db.sources_of(args.ref)
+                rows = [r for r in rows if args.kind in (None, r["kind"])]
     except (KeyError, LineageQueryError) as exc:
         print(exc.args[0], file=sys.stderr)
         return 2
@@ -472,6 +530,21 @@ def main(argv: list[str] | None = None) -> int:
                      help="only the theme-independent assets (ingest, fixed-camera filter, masks, clean backgrounds)")
     run.add_argument("--verbose", action="store_true", help="print Dagster's own log instead of one line per step")
     run.set_defaults(fn=cmd_run)
+    train = sub.add_parser("train", help="train the editor of a training configuration")
+    train.add_argument("--config", action="append", default=[],
+                       help="a training configuration (file name in training/, repeatable; default: tiny)")
+    train.set_defaults(fn=cmd_train)
+    bench = sub.add_parser("bench", help="score every system on the bench samples and print the table")
+    bench.add_argument("--bench", action="append", default=[], help="a Sparkle-Bench folder (repeatable)")
+    bench.add_argument("--openve", action="append", default=[], help="an OpenVE-Bench CSV (repeatable)")
+    bench.add_argument("--system", action="append", default=[], metavar="NAME=DIR",
+                       help="an editing model's outputs (Kiwi-Edit layout or flat {id}_edited.mp4; repeatable)")
+    bench.add_argument("--official", action="append", default=[], metavar="NAME=DIR",
+                       help="a folder of official *_sparkle_score.jsonl results to show beside ours (repeatable)")
+    bench.add_argument("--judge", choices=["automatic", "vlm"], help="the judge (default automatic)")
+    bench.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable)")
+    bench.add_argument("--no-bench-split", action="store_true", help="leave out our own bench_split samples")
+    bench.set_defaults(fn=cmd_bench)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for the UI to answer")
@@ -482,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="dataset (default): the exported dataset's rows and the clips they came from")
     lin.add_argument("ref", nargs="?", help="clip id or artifact id (or a SQL query for `sql`)")
     lin.add_argument("--at", help="as it was at this time (ISO 8601; local time unless a zone is given)")
+    lin.add_argument("--kind", help="only artifacts of this kind (derived / sources), e.g. dataset_row")
     lin.set_defaults(fn=cmd_lineage)
     rep = sub.add_parser("report", help="the yield and cost funnel per stage (theme-independent, then per theme)")
     rep.add_argument("--theme", action="append", default=[], help="only this theme (repeatable; default: all built)")
@@ -498,11 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.storage:
         os.environ["SPARKLE_DAGSTER_STORAGE"] = args.storage
+    if args.command == "train" and not args.config:
+        args.config = ["tiny"]
+    from .core.lineage import LineageVersionError
     from .core.runs import InstanceError
 
     try:
         return args.fn(args)
-    except (SettingsError, InstanceError) as exc:
+    except (SettingsError, InstanceError, LineageVersionError) as exc:
         print(f"sparkle: {exc}", file=sys.stderr)
         return 2
 

@@ -1,10 +1,15 @@
 """The sparkle code location: every asset, check, job, schedule, sensor and resource, exposed as `defs`.
 
 Jobs: `theme_independent` (source clips to clean backgrounds, once per clip), `theme_assets` (the
-per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition) and
+per-theme stages, partitioned by `theme`), `sparkle_main` (both, for one theme partition),
 `refilter` (the cheap tail: curation, export, bench split), which the `nightly_refilter` schedule
-runs for every theme partition. Sensors: `theme_taxonomy` (a partition per theme file) and
-`dead_runs` (runs whose process is gone marked failed, their pool slots freed).
+runs for every theme partition; the editor: `train_editor` (one `run_config`'s checkpoint), which
+runs only when asked (the `editor_retraining` automation sensor that would retrain stale
+checkpoints is off by default); and the benchmark: `bench` (samples, every system's outputs, every
+checkpoint's edits of them, judgments, for one theme partition) and `bench_report` (the table over
+every judged theme). Sensors: `theme_taxonomy` (a partition per theme file), `training_configs`
+(a partition per training configuration) and `dead_runs` (runs whose process is gone marked
+failed, their pool slots freed).
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ import dagster as dg
 from .core.resources import default_resources
 from .core.runs import clear_dead_runs
 from .core.themes import invalid_partitions, theme_name_problem, theme_partitions, theme_taxonomy
+from .evaluation.bench_judgments import bench_judgments
+from .evaluation.bench_outputs import bench_outputs
+from .evaluation.bench_results import bench_results
+from .evaluation.bench_samples import bench_samples
+from .evaluation.editor_checkpoint import editor_checkpoint
+from .evaluation.editor_outputs import editor_outputs
+from .evaluation.resources import bench_resources
+from .evaluation.run_configs import run_config_partitions, training_configs
+from .evaluation.trainer import evaluation_resources
 from .stages.per_clip.clean_backgrounds import clean_backgrounds
 from .stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
 from .stages.per_clip.source_clips import source_clips
@@ -33,7 +47,9 @@ THEME_INDEPENDENT = [source_clips, static_clips, foreground_masks, clean_backgro
 CHEAP_ASSETS = [curated_pairs, sparkle_dataset, bench_split]
 THEME_ASSETS = [instructions, edited_first_frames, background_plates, background_videos, guidance_videos,
                 edited_videos, pair_scores, *CHEAP_ASSETS]
-ALL_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
+PIPELINE_ASSETS = THEME_INDEPENDENT + THEME_ASSETS
+BENCH_ASSETS = [bench_samples, editor_outputs, bench_outputs, bench_judgments]
+ALL_ASSETS = PIPELINE_ASSETS + BENCH_ASSETS + [bench_results, editor_checkpoint]
 CHECKS = [foreground_masks_quality, curated_pairs_pass_rates, curated_pairs_have_masks, sparkle_dataset_files]
 
 theme_independent = dg.define_asset_job(
@@ -43,11 +59,26 @@ theme_assets = dg.define_asset_job(
     "theme_assets", selection=dg.AssetSelection.assets(*THEME_ASSETS),
     description="The per-theme stages for one `theme` partition (what a new theme's backfill runs).")
 sparkle_main = dg.define_asset_job(
-    "sparkle_main", selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    "sparkle_main", selection=dg.AssetSelection.assets(*PIPELINE_ASSETS),
     description="The whole graph for one theme partition (theme-independent work is reused when unchanged).")
 refilter = dg.define_asset_job(
     "refilter", selection=dg.AssetSelection.assets(*CHEAP_ASSETS), partitions_def=theme_partitions,
     description="Thresholds re-applied to the stored scores, then the export and bench split: no video decoded.")
+train_editor = dg.define_asset_job(
+    "train_editor", selection=dg.AssetSelection.assets(editor_checkpoint), partitions_def=run_config_partitions,
+    description="Train (or reuse, or resume) one run_config's checkpoint.")
+editor_retraining = dg.AutomationConditionSensorDefinition(
+    "editor_retraining", target=dg.AssetSelection.assets(editor_checkpoint),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Off by default. Turned on, it retrains a checkpoint when the dataset export it depends on changes.")
+
+bench = dg.define_asset_job(
+    "bench", selection=dg.AssetSelection.assets(*BENCH_ASSETS), partitions_def=theme_partitions,
+    description="The benchmark for one theme partition: bench samples, every system's outputs (each trained "
+                "checkpoint's edits among them), their judgments.")
+bench_report = dg.define_asset_job(
+    "bench_report", selection=dg.AssetSelection.assets(bench_results),
+    description="The Sparkle-Bench table over every judged theme partition (plot, CSV, JSON, official JSONL).")
 
 
 @dg.schedule(job=refilter, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -73,5 +104,7 @@ def dead_runs(context: dg.SensorEvaluationContext):
 
 
 defs = dg.Definitions(assets=ALL_ASSETS, asset_checks=CHECKS,
-                      jobs=[theme_independent, theme_assets, sparkle_main, refilter], schedules=[nightly_refilter],
-                      sensors=[theme_taxonomy, dead_runs], resources=default_resources())
+                      jobs=[theme_independent, theme_assets, sparkle_main, refilter, train_editor, bench, bench_report],
+                      schedules=[nightly_refilter],
+                      sensors=[theme_taxonomy, training_configs, editor_retraining, dead_runs],
+                      resources={**default_resources(), **bench_resources(), **evaluation_resources()})

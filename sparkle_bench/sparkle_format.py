@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,3 +188,68 @@ def read_bench(root: str | Path, themes: list[str] | None = None) -> list[BenchR
     if missing:
         raise ReleaseFormatError(f"{len(missing)} missing source video(s): " + "; ".join(missing[:5]))
     return out
+
+
+OPENVE_BACKGROUND = "background_change"
+MAX_OUTPUT_BYTES = 1 << 30  # an edited video larger than this is refused before anything reads it
+
+
+@dataclass
+class OpenVeRow:
+    task: str
+    prompt: str
+    original_video: Path
+
+
+def read_openve(csv_path: str | Path, root: str | Path | None = None) -> list[OpenVeRow]:
+    """The background-change rows of an OpenVE-Bench CSV (`edited_type,prompt,original_video`;
+    `original_video` relative to `root`, by default the CSV's folder, and kept inside it). A missing
+    video raises ReleaseFormatError listing them."""
+    csv_path = Path(csv_path).expanduser().resolve()
+    if not csv_path.is_file():
+        raise ReleaseFormatError(f"OpenVE-Bench CSV does not exist: {csv_path}")
+    base = Path(root).expanduser().resolve() if root else csv_path.parent
+    out, missing = [], []
+    for n, r in enumerate(_read_csv(csv_path, BENCH_COLUMNS), start=2):
+        if r["edited_type"].strip() != OPENVE_BACKGROUND:
+            continue
+        video = _inside(base, r["original_video"].strip(), f"{csv_path}:{n}")
+        out.append(OpenVeRow(video.stem, r["prompt"], video))
+        if not video.is_file():
+            missing.append(f"{csv_path}:{n}: {video}")
+    if missing:
+        raise ReleaseFormatError(f"{len(missing)} missing source video(s): " + "; ".join(missing[:5]))
+    return out
+
+
+def edited_output_candidates(theme: str, task: str, chosen_keyword: str | None) -> list[str]:
+    """Where an editing model's output for one bench row may be, relative to its results folder, in
+    the order looked at: Kiwi-Edit's / Sparkle's inference layout
+    `{theme}/{subtheme}---{scene_key}/{id}_edited.mp4` (`scene_key` = the scene with spaces as
+    underscores), then `{theme}/{id}_edited.mp4`, then flat `{id}_edited.mp4`."""
+    name = f"{task}_edited.mp4"
+    out = []
+    if chosen_keyword and ": " in chosen_keyword:
+        subtheme, scene = chosen_keyword.split(": ", 1)
+        out.append(f"{theme}/{subtheme}---{scene.replace(' ', '_')}/{name}")
+    return out + [f"{theme}/{name}", name]
+
+
+def find_edited_output(folder: str | Path, theme: str, task: str, chosen_keyword: str | None) -> Path | None:
+    """The first existing candidate of `edited_output_candidates` inside `folder` (else any
+    `{theme}/*/{id}_edited.mp4`, for a run whose scene keywords differ from ours), or None. Paths that
+    leave the folder or files over `MAX_OUTPUT_BYTES` are refused with ReleaseFormatError."""
+    if not re.fullmatch(r"[\w.\-]+", task) or task.startswith("."):
+        raise ReleaseFormatError(f"bench id {task!r} is not a plain file name")
+    root = Path(folder).expanduser().resolve()
+    found = [root / rel for rel in edited_output_candidates(theme, task, chosen_keyword)]
+    found += sorted((root / theme).glob(f"*/{task}_edited.mp4")) if (root / theme).is_dir() else []
+    for path in found:
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            raise ReleaseFormatError(f"output path for {task!r} leaves the results folder {root}")
+        if resolved.is_file():
+            if resolved.stat().st_size > MAX_OUTPUT_BYTES:
+                raise ReleaseFormatError(f"{resolved}: larger than {MAX_OUTPUT_BYTES >> 20} MiB")
+            return resolved
+    return None

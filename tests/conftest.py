@@ -3,6 +3,7 @@ the shared real footage (tests that need it skip cleanly when ../shared is absen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from sparkle_model.video import write_video
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("SPARKLE_SHARED_DATA", REPO.parent / "shared" / "data"))  # the shared real footage
 
 
 def make_clip(path: Path, frames: int = 24, size=(96, 64), fps: float = 16.0, pan: float = 0.0,

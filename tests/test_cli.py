@@ -3,6 +3,7 @@ console's answers, plain `dagster` without `sparkle env`, and the bundled footag
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -103,6 +104,16 @@ def test_lineage_console_says_how_many_rows_and_errors_in_one_line(tmp_path):
     bad = sparkle("--home", str(home), "lineage", "sql", "SELEC id FROM artifact")
     assert bad.returncode == 2 and bad.stdout == ""
     assert len(bad.stderr.strip().splitlines()) == 1 and "syntax error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_lineage_file_from_duckdb_2_names_the_conversion(tmp_path):
+    # written by DuckDB 2.0.0 (the project's pin before the DuckLake backend), which 1.5 cannot read
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "lineage.duckdb").write_bytes(gzip.decompress((REPO / "tests/data/lineage_duckdb2.duckdb.gz").read_bytes()))
+    out = sparkle("--home", str(home), "lineage", "sql", "SELECT count(*) FROM artifact")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "written by a newer DuckDB" in out.stderr and f"scripts/lineage_downgrade.sh {home}" in out.stderr
 
 
 def test_plain_dagster_needs_no_sparkle_env(tmp_path):

@@ -6,7 +6,8 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from sparkle_assets.stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality, mask_quality
+from sparkle_assets.core.steps import mask_quality
+from sparkle_assets.stages.per_clip.foreground_masks import foreground_masks, foreground_masks_quality
 from sparkle_assets.core.lineage import Lineage
 from sparkle_assets.core.resources import (ArtifactStoreResource, ClipExecutorResource, LineageResource,
                                       MaskBackendResource, SourcesResource, VlmResource)

@@ -261,7 +261,7 @@ def test_vlm_grounding_camera_check_and_export_through_an_endpoint(home, tmp_pat
                           "curated_pairs": {"config": {"min_edit_score": 0.0, "min_fg_structure": None,
                                                        "max_fg_motion_error": None, "max_warp_error": None,
                                                        "max_flicker": None, "min_background_dynamics": None,
-                                                       "min_pass_rate": 0.0}}}}
+                                                       "min_judge_dimension": None, "min_pass_rate": 0.0}}}}
         built = dg.materialize([*THEME_ASSETS, sparkle_dataset_files], resources=resources, partition_key="location",
                                instance=instance, run_config=accept)
         assert built.success and first.success

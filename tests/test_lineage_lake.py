@@ -100,7 +100,7 @@ def cli(env: dict, monkeypatch, *args: str) -> tuple[int, str, str]:
     import os
 
     with monkeypatch.context() as m:
-        for k, v in {"SPARKLE_DAGSTER_DIR": "", "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", ""), **env}.items():
+        for k, v in {"DAGSTER_HOME": os.environ.get("DAGSTER_HOME", ""), **env}.items():
             m.setenv(k, v)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

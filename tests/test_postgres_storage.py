@@ -58,11 +58,13 @@ def test_partition_run_schedule_and_sensor_ticks_are_stored_in_postgres(pg_serve
                     list(launch_scheduled_runs(workspace, logger, now, {}))
         themes = instance.get_dynamic_partitions("theme")
         assert themes == ["location", "season", "style", "time"]
-        sensor_ticks = [t for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                        for t in instance.get_ticks(s.instigator_origin_id, s.selector_id)]
-        # no run requested (SKIPPED), the partitions added recorded with the tick
-        assert [t.status for t in sensor_ticks] == [TickStatus.SKIPPED]
-        added = sensor_ticks[0].tick_data.dynamic_partitions_request_results
+        sensor_ticks = {s.instigator_name: instance.get_ticks(s.instigator_origin_id, s.selector_id)
+                        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}
+        # every running sensor ticked once, requesting no run (SKIPPED); the theme sensor's tick records
+        # the partitions it added
+        assert {name: [t.status for t in ticks] for name, ticks in sensor_ticks.items()} == \
+            {name: [TickStatus.SKIPPED] for name in ("theme_taxonomy", "dead_runs", "training_configs")}
+        added = sensor_ticks["theme_taxonomy"][0].tick_data.dynamic_partitions_request_results
         assert [sorted(r.added_partitions) for r in added] == [themes]
         schedule_ticks = [t for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
                           for t in instance.get_ticks(s.instigator_origin_id, s.selector_id)]
@@ -84,8 +86,8 @@ def test_partition_run_schedule_and_sensor_ticks_are_stored_in_postgres(pg_serve
             cur.execute("SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
                         "WHERE t.key = 'dagster/partition' AND t.value = 'time' AND r.status = 'SUCCESS'")
             assert cur.fetchone()[0] == 1
-            cur.execute("SELECT type, status FROM job_ticks ORDER BY type")
-            assert cur.fetchall() == [("SCHEDULE", "SUCCESS"), ("SENSOR", "SKIPPED")]
+            cur.execute("SELECT type, status, count(*) FROM job_ticks GROUP BY type, status ORDER BY type")
+            assert cur.fetchall() == [("SCHEDULE", "SUCCESS", 1), ("SENSOR", "SKIPPED", 3)]
             cur.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'")
             assert cur.fetchone()[0] == len(CHEAP_ASSETS)
 

@@ -133,11 +133,16 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "sparkle run succeeded" in first.stdout and "quarantined=3" in first.stdout
+    edited = {}
     for theme in ("location", "season", "style", "time"):
         line = [ln for ln in first.stdout.splitlines() if ln.startswith(f"  {theme} ")][0]
         assert line.split()[-1] == str(home / "dataset" / "prompts" / f"{theme}_train.csv"), line
         assert (home / "dataset" / "prompts" / f"{theme}_train.csv").is_file()
-    assert (home / "contact_sheets" / "location" / "edited_videos.png").is_file()
+        edited[theme] = int(line.split()[6])  # the `edited` column
+    # the synthetic clip's edit can fail the first-frame score in some themes, never in all
+    assert any(edited.values()), first.stdout[-3000:]
+    for theme, n in edited.items():
+        assert (home / "contact_sheets" / theme / "edited_videos.png").is_file() == (n > 0), theme
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert second.returncode == 0
     assert "reused=" in second.stdout and "computed=0" in second.stdout

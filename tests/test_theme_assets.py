@@ -237,7 +237,12 @@ def test_final_stage_export_reads_back_and_refilters_without_decoding(project, m
     root = db.db_path.parent / "dataset"
     rows = read_release(root, ["time"])
     exported = db.current_artifacts("sparkle_dataset", "time", kind="dataset_row")
-    assert len(rows) == 2 and {r.task for r in rows} == {e["info"]["task"] for e in exported}
+    decisions = {d["clip_id"]: d for d in db.current_artifacts("curated_pairs", "time", status=None)}
+    # clip a's mask covers only blobs of the moving oval in its later frames, so the composite shows the
+    # subject see-through there: the final filter's edit score sees it and the pair is dropped
+    assert decisions["a"]["status"] == "dropped" and "edit_score" in decisions["a"]["reason"]
+    assert decisions["b"]["status"] == "ok"
+    assert len(rows) == 1 and {r.task for r in rows} == {e["info"]["task"] for e in exported} == {"sparkle_time_b"}
     assert [list(r) for r in read_csv(root / "prompts" / "time_train.csv")][0] == ["prompt", "src_video", "tgt_video",
                                                                                  "task"]
     manifest = json.loads((root / "release_manifest" / "time.json").read_text())
@@ -266,7 +271,7 @@ def test_final_stage_export_reads_back_and_refilters_without_decoding(project, m
     check = [e for e in blocked.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
              and e.event_specific_data.asset_check_key.name == "curated_pairs_pass_rates"][0]
     assert not check.event_specific_data.passed  # pass rate 0 < 0.05 over 2 pairs: the export is blocked
-    assert len(read_release(root, ["time"])) == 2  # ...and the previous export is untouched
+    assert len(read_release(root, ["time"])) == 1  # ...and the previous export is untouched
     strict["ops"]["curated_pairs"]["config"]["min_pass_rate"] = 0.0
     result = build_theme(instance, resources, "time", strict, assets=CHEAP_ASSETS)
     assert opened == []

@@ -234,3 +234,17 @@ def build_tiny_grounding_dino(out: Path) -> Path:
     GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 112}),
                            tokenizer=tok).save_pretrained(out)
     return out
+
+
+def build_tiny_wan_t2v(out: Path) -> Path:
+    """A WanPipeline (Wan2.1-T2V class: the `lora` training backend's base) with random tiny weights."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    parts = _tiny_wan_parts()
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=32, ffn_dim=32,
+                                        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                        rope_max_seq_len=32)
+    WanPipeline(**parts, transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)
+                ).save_pretrained(out)
+    return out

@@ -1,5 +1,6 @@
 """One way to check a configuration: every numeric field declares its range, and a bad value fails
-with one line naming the field, its range and the value given.
+with one line naming the field, its range and the value given (`config_failures` turns it into the
+step's failure message).
 
 `StageConfig` is the base of every stage's run config (its `RANGES`, plus `problems()` for rules
 across fields); resources raise `ConfigError` from their `settings()` the same way.
@@ -7,15 +8,29 @@ across fields); resources raise `ConfigError` from their `settings()` the same w
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import dagster as dg
 
+from sparkle_model.taxonomy import TaxonomyError
+
 
 class ConfigError(ValueError):
     """A configuration value or setting that cannot be used; the message names the field."""
+
+
+@contextlib.contextmanager
+def config_failures(where: str) -> Iterator[None]:
+    """A ConfigError (bad config, unusable backend setting) or an invalid theme file raised inside
+    fails the step with one line naming `where` and the field, instead of a traceback."""
+    try:
+        yield
+    except (ConfigError, TaxonomyError) as exc:
+        raise dg.Failure(description=f"{where}: {exc}") from exc
 
 
 @dataclass(frozen=True)

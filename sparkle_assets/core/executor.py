@@ -1,8 +1,9 @@
 """How a step maps its per-clip function over the clips of a partition.
 
 One small interface, `ClipExecutor.map(fn, items, timeout=None) -> [Outcome]`, with an in-process
-implementation and a pool of worker processes. The function must be a module-level callable and the
-items picklable, so that a distributed engine (Ray) is one more implementation that no stage notices.
+implementation, a pool of worker processes, a thread pool (for work that waits on a remote service,
+e.g. a VLM judge), and Ray (`core.ray_executor`, the same interface over a cluster). The function must be a module-level callable and the items picklable, so no stage notices
+which one runs it.
 A failing item never raises out of `map`: its Outcome carries the error. Every Outcome also carries
 the `Cost` of computing it (wall and CPU seconds, peak memory of the worker, GPU time and memory
 where torch used a GPU), measured where it ran.
@@ -18,6 +19,7 @@ Outcome says `timed out after N s` (its cost: the wall time it held the worker),
 from __future__ import annotations
 
 import atexit
+import concurrent.futures as cf
 import ctypes
 import multiprocessing
 import multiprocessing.connection as mpc
@@ -289,6 +291,20 @@ def shutdown_pools() -> None:
         for w in pool:
             w.kill()
     ProcessPoolExecutor._pools.clear()
+
+
+class ThreadPoolExecutor(ClipExecutor):
+    """At most `workers` items at a time in threads of this process: bounded concurrency for calls
+    that wait on a service (`timeout` is not enforced here: the client's own timeout applies)."""
+
+    def __init__(self, workers: int = 4):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+
+    def map(self, fn, items, timeout=None):
+        with cf.ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda item: measured(fn, item), items))
 
 
 def make_executor(kind: str, workers: int = 2, threads: int = 1, ray_address: str | None = None,

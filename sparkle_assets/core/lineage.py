@@ -151,6 +151,24 @@ CONSOLE_CONFIG = {"enable_external_access": False, "autoload_known_extensions": 
                   "autoinstall_known_extensions": False, "lock_configuration": True}
 
 
+class LineageVersionError(ValueError):
+    """The lineage file was written by a DuckDB newer than the pinned one."""
+
+
+def _connect(path: Path, **kwargs) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, with a clear way out for a file written by a newer DuckDB (versions of this
+    project before the DuckLake backend pinned DuckDB 2.0, whose files 1.5 cannot read)."""
+    try:
+        return duckdb.connect(str(path), **kwargs)
+    except duckdb.IOException as exc:
+        if "newer version" not in str(exc):
+            raise
+        raise LineageVersionError(
+            f"{path} was written by a newer DuckDB than this project's {duckdb.__version__} (versions before the "
+            f"DuckLake backend pinned DuckDB 2.0); convert it once with scripts/lineage_downgrade.sh "
+            f"{path.parent}") from None
+
+
 class LineageQueryError(ValueError):
     """A console query DuckDB refused or could not run, or a question this backend cannot answer (one line)."""
 
@@ -350,7 +368,7 @@ class Lineage:
         """Apply every pending fragment, oldest first, under the exclusive lock. Returns how many."""
         with self._locked(exclusive=True):
             fragments = self.pending()
-            con = duckdb.connect(str(self.db_path))
+            con = _connect(self.db_path)
             try:
                 self._ensure_schema(con)
                 for frag in fragments:
@@ -458,7 +476,7 @@ class Lineage:
         if self.pending() or not self.db_path.exists():
             self.merge()
         with self._locked(exclusive=False):
-            con = duckdb.connect(str(self.db_path), read_only=True, config=CONSOLE_CONFIG if console else {})
+            con = _connect(self.db_path, read_only=True, config=CONSOLE_CONFIG if console else {})
             try:
                 yield con
             finally:
@@ -534,6 +552,16 @@ class Lineage:
                 frontier = [i for i in found if i not in visited]
                 visited.update(frontier)
         return reached
+
+    def artifacts_by_id(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The artifact rows with these ids (params and info parsed), by id."""
+        if not ids:
+            return {}
+        rows = self.query("SELECT * FROM artifact WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
+        for r in rows:
+            r["params"] = json.loads(r["params"]) if r["params"] else {}
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        return {r["id"]: r for r in rows}
 
     def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
         """For each artifact id: the artifacts of `kind` it was (transitively) made from (itself

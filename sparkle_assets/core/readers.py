@@ -61,6 +61,11 @@ ROLES: dict[str, Role] = {
     "video": Role("edited_videos", "edited_video", per_theme=True),
     "scores": Role("pair_scores", "pair_score", per_theme=True),
     "curated": Role("curated_pairs", "curated_pair", per_theme=True),
+    "bench_row": Role("bench_split", "bench_row", per_theme=True),  # keyed by the pair's clip id
+    "bench_sample": Role("bench_samples", "bench_sample", per_theme=True),  # keyed by the sample id
+    "bench_output": Role("bench_outputs", "bench_output", per_theme=True),  # one per system and sample
+    "editor_output": Role("editor_outputs", "bench_output", per_theme=True),  # a checkpoint's, as a system's
+    "judgment": Role("bench_judgments", "bench_judgment", per_theme=True),
 }
 
 

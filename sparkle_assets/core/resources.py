@@ -56,7 +56,7 @@ def project_home() -> str:
     return str(Path(os.environ.get("SPARKLE_HOME", ".sparkle")).expanduser().resolve())
 
 
-def _env_list(name: str) -> list[str]:
+def env_list(name: str) -> list[str]:
     return [p for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
@@ -335,9 +335,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "artifact_store": ArtifactStoreResource(home=home),
         "lineage": LineageResource(home=home),
-        "sources": SourcesResource(folders=_env_list("SPARKLE_SOURCE_FOLDERS"),
-                                   csv_files=_env_list("SPARKLE_SOURCE_CSVS"),
-                                   releases=_env_list("SPARKLE_SOURCE_RELEASES"),
+        "sources": SourcesResource(folders=env_list("SPARKLE_SOURCE_FOLDERS"),
+                                   csv_files=env_list("SPARKLE_SOURCE_CSVS"),
+                                   releases=env_list("SPARKLE_SOURCE_RELEASES"),
                                    bundled=os.environ.get("SPARKLE_BUNDLED", "1") != "0"),
         "clip_executor": ClipExecutorResource(
             kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"), workers=int(os.environ.get("SPARKLE_WORKERS", "2")),

@@ -26,10 +26,8 @@ from typing import Any
 
 import dagster as dg
 
-from sparkle_model.taxonomy import TaxonomyError
-
 from .clipstep import ClipInput, Companion, StepReport, data_version_of, run_clip_step
-from .config import ConfigError, StageConfig
+from .config import StageConfig, config_failures
 from .costs import record_step_costs, step_clock
 from .executor import ClipExecutor
 from .lineage import UNPARTITIONED, Lineage, LineageBatch, now_iso
@@ -50,6 +48,7 @@ class Stage:
     reads: tuple[str, ...] = ()
     by_products: tuple[str, ...] = ()
     per_theme: bool = False
+    group: str | None = None  # default: `theme` for per-theme stages, else `theme_independent`
 
     @property
     def parents(self) -> dict[str, str]:
@@ -71,7 +70,7 @@ class Stage:
             @functools.wraps(fn)
             def body(context, *args, **kwargs):
                 where = f"{self.name}[{context.partition_key}]" if self.per_theme else self.name
-                try:
+                with config_failures(where):
                     if self.per_theme:
                         check_theme_name(context.partition_key)
                     for value in [*args, *kwargs.values()]:
@@ -79,11 +78,9 @@ class Stage:
                             value.check()
                     with step_clock().running():
                         return fn(context, *args, **kwargs)
-                except (ConfigError, TaxonomyError) as exc:
-                    raise dg.Failure(description=f"{where}: {exc}") from exc
 
             return dg.asset(name=self.name, deps=self.deps, code_version=self.code_version,
-                            group_name="theme" if self.per_theme else "theme_independent",
+                            group_name=self.group or ("theme" if self.per_theme else "theme_independent"),
                             partitions_def=theme_partitions if self.per_theme else None,
                             kinds=set(kinds) | {"duckdb"}, pool=pool, description=description)(body)
         return decorate

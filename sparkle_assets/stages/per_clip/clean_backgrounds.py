@@ -8,32 +8,13 @@ release's `intermediate_data/{theme}/source_frame0`), so no later stage nor the 
 video for it.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.scene_grade import clean_background
-from sparkle_model.video import read_video, write_png
-
-from ...core.clipstep import Companion
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource
 from ...core.stage import Stage
+from ...core.steps import CLEAN_VERSION, FRAME0, compute_clean_background
 
-CODE_VERSION = "clean_backgrounds-1"
-STAGE = Stage("clean_backgrounds", CODE_VERSION, reads=("clip", "mask"))
-FRAME0 = Companion("source_frame0", "png", CODE_VERSION, main_role=None, roles=("clip",))
-
-
-def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
-    frames = read_video(inputs["clip"])
-    mask = load_mask_npz(inputs["mask"])
-    plate = clean_background(frames, mask)
-    write_png(out, plate)
-    write_png(extra[FRAME0.kind], frames[0])
-    never = float((mask[: len(frames)].all(axis=0)).mean())
-    return {"height": plate.shape[0], "width": plate.shape[1], "never_visible": round(never, 4),
-            "companions": {FRAME0.kind: {"height": plate.shape[0], "width": plate.shape[1]}}}
+STAGE = Stage("clean_backgrounds", CLEAN_VERSION, reads=("clip", "mask"))
 
 
 @STAGE.asset(kinds={"image"},

@@ -6,53 +6,19 @@ inpaints the dilated mask region of the edited frame. Scored like the edits; pla
 `min_plate_score` (paper: 8.5, to guarantee a clean background) are dropped.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model import backends
-from sparkle_model.edit_scores import score_plate
-from sparkle_model.first_frame_edit import erase_foreground, grown, load_layer
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import read_png, write_png
+from sparkle_model.video import read_png
 
-from ...core.config import Range, StageConfig
 from ...core.judging import SCORE_BINS, judge_edit_scores
 from ...core.readers import ROLES
 from ...core.reports import histogram_md, sheet_metadata
-from ...core.resources import ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource
+from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource)
 from ...core.stage import Stage
+from ...core.steps import BackgroundPlatesConfig, PLATES_VERSION, compute_background_plate
 
-CODE_VERSION = "background_plates-1"
-STAGE = Stage("background_plates", CODE_VERSION, reads=("clip", "mask", "instruction", "edited", "clean"),
+STAGE = Stage("background_plates", PLATES_VERSION, reads=("clip", "mask", "instruction", "edited", "clean"),
               by_products=("layer",), per_theme=True)
-ERASE_PROMPT = "Remove every person and foreground object; show only the empty background scene: "
-
-
-class BackgroundPlatesConfig(StageConfig):
-    """`min_plate_score`: overall score (0-10) below which a plate is dropped (paper: 8.5)."""
-
-    RANGES = {"min_plate_score": Range(0, 10)}
-    min_plate_score: float = 8.5
-
-
-def compute_background_plate(out: Path, inputs: dict[str, Path], params: dict) -> dict:
-    """Per-clip function: the foreground-free plate as PNG, with its score."""
-    record = json.loads(inputs["instruction"].read_text())
-    edited = read_png(inputs["edited"])
-    mask0 = load_mask_npz(inputs["mask"])[0]
-    settings = params["backend"]
-    editor = backends.editor(settings)
-    if editor is None:
-        plate = erase_foreground(edited, mask0, load_layer(inputs["layer"]))
-    else:
-        plate = editor.edit(edited, ERASE_PROMPT + record["scene"]["looks"], record["seed"] + 1, repaint=grown(mask0))
-    write_png(out, plate)
-    score = backends.score_edit_with(settings, edited, plate, ERASE_PROMPT + record["scene"]["looks"],
-                                     "remove the foreground, keep the background",
-                                     lambda: score_plate(edited, plate, mask0))
-    return {"score": score, "chosen_keyword": record["chosen_keyword"]}
 
 
 @STAGE.asset(kinds={"image"}, pool="gpu",

@@ -8,62 +8,20 @@ background-motion score (optical-flow energy, `sparkle_bench.metrics.background_
 below `min_background_motion` or made mostly of still frames are kept on disk but marked `dropped`.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 
-from sparkle_bench.metrics import background_motion
-from sparkle_model import backends
-from sparkle_model.background_animation import animate
-from sparkle_model.first_frame_edit import load_layer
-from sparkle_model.scene_grade import bright_spots, estimate_regions
-from sparkle_model.video import read_png, write_video
+from sparkle_model.video import read_png
 
-from ...core.config import Range, StageConfig
 from ...core.judging import judge
 from ...core.readers import ROLES
 from ...core.reports import histogram_md, pick_frames, sheet_metadata
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, LineageResource, VideoBackendResource
 from ...core.stage import Stage
+from ...core.steps import BACKGROUNDS_VERSION, BackgroundVideosConfig, MAX_STILL_PAIRS, compute_background_video
 
-CODE_VERSION = "background_videos-1"
-STAGE = Stage("background_videos", CODE_VERSION, reads=("clip", "instruction", "plate"), by_products=("layer",),
+STAGE = Stage("background_videos", BACKGROUNDS_VERSION, reads=("clip", "instruction", "plate"), by_products=("layer",),
               per_theme=True)
-MAX_STILL_PAIRS = 0.5  # more still frame pairs than this: a still image, whatever the flow says
-
-
-class BackgroundVideosConfig(StageConfig):
-    """`min_background_motion`: background-motion score (% of the diagonal per second) below which
-    a video counts as static and is dropped."""
-
-    RANGES = {"min_background_motion": Range(0, 100)}
-    min_background_motion: float = 0.05
-
-
-def compute_background_video(out: Path, inputs: dict[str, Path], params: dict) -> dict:
-    """Per-clip function: the background video as H.264 mp4, with its motion score."""
-    record = json.loads(inputs["instruction"].read_text())
-    plate = read_png(inputs["plate"])
-    n, fps = params["frames"], params["fps"]
-    animator = backends.animator(params["backend"])
-    info: dict = {"chosen_keyword": record["chosen_keyword"]}
-    if animator is None:
-        if record["render"] == "procedural":
-            layer = load_layer(inputs["layer"])
-            regions, lights = layer.regions, layer.lights
-        else:
-            regions, lights = estimate_regions(plate.astype(np.float32)), bright_spots(plate.astype(np.float32))
-        anim, frames = animate(plate, regions, lights, record["motion"], n, fps, record["seed"])
-        frames = list(frames)
-        info.update(cues_applied=anim.applied, cues_skipped=anim.skipped)
-    else:
-        frames = list(animator.animate(plate, record["instruction"], n, record["seed"]))
-    write_video(out, frames, fps=fps)
-    info["motion"] = background_motion(frames, fps)
-    info["frames"] = len(frames)
-    return info
 
 
 @STAGE.asset(kinds={"video"}, pool="gpu",

@@ -22,7 +22,7 @@ from ...core.stage import Stage
 from ...core.store import artifact_id
 from ...core.themes import theme_partitions
 
-CODE_VERSION = "curated_pairs-1"
+CODE_VERSION = "curated_pairs-2"  # -2: the automatic judgment as a filter
 STAGE = Stage("curated_pairs", CODE_VERSION, reads=("scores",), per_theme=True)
 # config field -> (metric in pair_metric, comparison a pair must pass)
 FILTERS = {
@@ -35,20 +35,23 @@ FILTERS = {
     "max_flicker": ("flicker", "<="),
     "max_niqe": ("niqe", "<="),
     "min_clip_score": ("clip_score", ">="),
+    "min_judge_dimension": ("judge_min", ">="),
 }
 
 
 class CuratedPairsConfig(StageConfig):
     """Thresholds (None = filter off). `min_edit_score` is the paper's final filter (mean overall
-    EditScore of four non-first frames >= 8). `min_pass_rate` / `max_pass_rate` bound each filter's
-    pass rate once a theme has at least `rate_min_pairs` pairs (fewer say little about a rate);
+    EditScore of four non-first frames >= 8). `min_judge_dimension`: every dimension of the
+    benchmark's automatic judgment (1-5, `pair_scores`' `judge_min`) at least this: a frozen subject,
+    a frozen background, a ghost or a pasted patch of the source scene fails it. `min_pass_rate` /
+    `max_pass_rate` bound each filter's pass rate once a theme has at least `rate_min_pairs` pairs (fewer say little about a rate);
     outside them the blocking check stops the export."""
 
     RANGES = {"min_edit_score": Range(0, 10), "min_fg_structure": Range(-1, 1), "min_fg_ssim": Range(-1, 1),
               "max_fg_motion_error": Range(0, 100), "min_background_dynamics": Range(0, 100),
               "max_warp_error": Range(0, 255), "max_flicker": Range(0, 255), "max_niqe": Range(0, 1000),
-              "min_clip_score": Range(0, 100), "min_pass_rate": Range(0, 1), "max_pass_rate": Range(0, 1),
-              "rate_min_pairs": Range(1)}
+              "min_clip_score": Range(0, 100), "min_judge_dimension": Range(1, 5), "min_pass_rate": Range(0, 1),
+              "max_pass_rate": Range(0, 1), "rate_min_pairs": Range(1)}
     min_edit_score: float | None = 8.0
     min_fg_structure: float | None = 0.85
     min_fg_ssim: float | None = None
@@ -58,6 +61,7 @@ class CuratedPairsConfig(StageConfig):
     max_flicker: float | None = 3.0
     max_niqe: float | None = None
     min_clip_score: float | None = None
+    min_judge_dimension: float | None = 3.0
     min_pass_rate: float = 0.05
     max_pass_rate: float = 1.0
     rate_min_pairs: int = 10

@@ -12,61 +12,18 @@ role `layer`: image, animation regions and light spots as npz); the plate and th
 read it instead of rendering the scene again.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model import backends
-from sparkle_model.edit_scores import score_edit
-from sparkle_model.first_frame_edit import (background_layer, composite, edit_first_frame, feather_radius, feathered,
-                                            grown, save_layer)
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.taxonomy import Scene
-from sparkle_model.video import read_png, write_png
+from sparkle_model.video import read_png
 
-from ...core.clipstep import Companion
-from ...core.config import Range, StageConfig
 from ...core.judging import SCORE_BINS, judge_edit_scores
 from ...core.reports import histogram_md, sheet_metadata
-from ...core.resources import ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource
+from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, EditBackendResource, LineageResource, VlmResource)
 from ...core.stage import Stage
+from ...core.steps import EDITS_VERSION, EditedFirstFramesConfig, LAYER, compute_edited_first_frame
 
-CODE_VERSION = "edited_first_frames-1"
-STAGE = Stage("edited_first_frames", CODE_VERSION, reads=("clip", "mask", "instruction", "clean"),
+STAGE = Stage("edited_first_frames", EDITS_VERSION, reads=("clip", "mask", "instruction", "clean"),
               by_products=("frame0",), per_theme=True)
-LAYER = Companion("background_layer", "npz", "background_layer-1", main_role="edited")
-
-
-class EditedFirstFramesConfig(StageConfig):
-    """`min_edit_score`: overall score (0-10) below which an edit is dropped (paper: 8).
-    `harmony`: how far the default backend moves the subject's colour toward the new background."""
-
-    RANGES = {"min_edit_score": Range(0, 10), "harmony": Range(0, 1)}
-    min_edit_score: float = 8.0
-    harmony: float = 0.35
-
-
-def compute_edited_first_frame(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
-    """Per-clip function: the edited frame 0 as PNG, with its score, and the scene layer."""
-    record = json.loads(inputs["instruction"].read_text())
-    frame0 = read_png(inputs["frame0"])
-    mask0 = load_mask_npz(inputs["mask"])[0]
-    settings = params["backend"]
-    layer = background_layer(Scene.from_json(record["scene"]), record["render"], read_png(inputs["clean"]),
-                             record["seed"])
-    save_layer(extra[LAYER.kind], layer)
-    editor = backends.editor(settings)
-    if editor is None:
-        edited = edit_first_frame(frame0, mask0, layer, params["harmony"])
-    else:
-        raw = editor.edit(frame0, record["instruction"], record["seed"], repaint=~grown(mask0))
-        edited = composite(frame0, raw, feathered(mask0, feather_radius(mask0.shape)))
-    write_png(out, edited)
-    score = backends.score_edit_with(settings, frame0, edited, record["instruction"],
-                                     "replace the background, keep the subject", lambda: score_edit(frame0, edited, mask0))
-    return {"score": score, "chosen_keyword": record["chosen_keyword"],
-            "companions": {LAYER.kind: {"render": record["render"], "lights": len(layer.lights)}}}
 
 
 @STAGE.asset(kinds={"image"}, pool="gpu",

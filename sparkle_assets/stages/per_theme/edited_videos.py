@@ -7,54 +7,15 @@ regenerates the clip from the decoupled Canny guidance with the edited first fra
 paper does with Wan2.2-Fun-Control.
 """
 
-import json
-from pathlib import Path
-
 import dagster as dg
 
-from sparkle_model import backends
-from sparkle_model.edited_video import composite_video
-from sparkle_model.masks import load_mask_npz
-from sparkle_model.video import iter_frames, read_png, read_video, write_video
-
-from ...core.config import Range, StageConfig
 from ...core.reports import pick_frames, sheet_metadata
 from ...core.resources import ArtifactStoreResource, ClipExecutorResource, FinalBackendResource, LineageResource
 from ...core.stage import Stage
+from ...core.steps import EditedVideosConfig, FINALS_VERSION, compute_edited_video
 
-CODE_VERSION = "edited_videos-2"
-STAGE = Stage("edited_videos", CODE_VERSION, reads=("clip", "mask", "instruction", "edited", "background", "guidance"),
+STAGE = Stage("edited_videos", FINALS_VERSION, reads=("clip", "mask", "instruction", "edited", "background", "guidance"),
               per_theme=True)
-
-
-class EditedVideosConfig(StageConfig):
-    """`harmony`: how far the subject's colour moves toward the new background (0-1, composite
-    backend); `memory`: weight of the past in the grade's moving average (0-1, higher is steadier)."""
-
-    RANGES = {"harmony": Range(0, 1), "memory": Range(0, 1, hi_open=True)}
-    harmony: float = 0.35
-    memory: float = 0.85
-
-
-def compute_edited_video(out: Path, inputs: dict[str, Path], params: dict) -> dict:
-    record = json.loads(inputs["instruction"].read_text())
-    generator = backends.guided_generator(params["backend"])
-    if generator is None:
-        frames = composite_video(iter_frames(inputs["clip"]), iter_frames(inputs["background"]),
-                                 load_mask_npz(inputs["mask"]), params["harmony"], params["memory"])
-    else:
-        frames = generator.generate(read_video(inputs["guidance"]), read_png(inputs["edited"]),
-                                    record["instruction"], record["seed"])
-    n = 0
-
-    def counted():
-        nonlocal n
-        for f in frames:
-            n += 1
-            yield f
-
-    write_video(out, counted(), fps=params["fps"])
-    return {"frames": n, "chosen_keyword": record["chosen_keyword"], "backend": params["backend"]["name"]}
 
 
 @STAGE.asset(kinds={"video"}, pool="gpu",

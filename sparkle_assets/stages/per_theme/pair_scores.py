@@ -2,8 +2,11 @@
 
 Per edited video: every `sparkle_bench.metrics.PAIR_METRICS` entry (foreground integrity, motion
 consistency, background dynamics, temporal consistency, visual quality, instruction alignment
-when a CLIP model is configured) plus the paper's final filter score, EditScore-style on four
-non-first frames (`edit_score` = their mean overall; VLM-judged when `edit_backend.scorer` is `vlm`).
+when a CLIP model is configured), the paper's final filter score, EditScore-style on four
+non-first frames (`edit_score` = their mean overall; VLM-judged when `edit_backend.scorer` is `vlm`),
+and the benchmark's automatic judgment of the pair (`sparkle_bench.automatic_judge`, the same code
+that scores systems on Sparkle-Bench, with the pair's background video as the known backdrop):
+`judge_<dimension>` on 1-5, `judge_overall` and `judge_min`, which `curated_pairs` can threshold.
 The record is a JSON file; every value is also a row of DuckDB's `score` table (NULL when the
 metric is not measured here), read through the `pair_metric` view. Nothing is decided here:
 `curated_pairs` applies the thresholds.
@@ -15,7 +18,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from sparkle_bench.automatic_judge import judge_videos
 from sparkle_bench.metrics import PAIR_METRICS, IqaModels, pair_metrics, sample_indices
+from sparkle_bench.rubric import DIMENSIONS
 from sparkle_model import backends
 from sparkle_model.edit_scores import score_edit
 from sparkle_model.masks import load_mask_npz
@@ -28,13 +33,15 @@ from ...core.resources import (ArtifactStoreResource, ClipExecutorResource, Edit
                                MetricModelsResource, VlmResource)
 from ...core.stage import Stage
 
-CODE_VERSION = "pair_scores-1"
-STAGE = Stage("pair_scores", CODE_VERSION, reads=("clip", "mask", "instruction", "video"), per_theme=True)
+CODE_VERSION = "pair_scores-2"  # -2: the edit score sees ghosts and pasted patches; the automatic judgment
+STAGE = Stage("pair_scores", CODE_VERSION, reads=("clip", "mask", "instruction", "video", "background"),
+              per_theme=True)
 
 
 def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
     record = json.loads(inputs["instruction"].read_text())
     source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
+    backdrop = read_video(inputs["background"])
     masks = load_mask_npz(inputs["mask"])
     models = IqaModels(**params["models"])
     metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
@@ -42,13 +49,16 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
     frames = []
     for i in sample_indices(min(len(source), len(edited))):
         m = masks[min(i, len(masks) - 1)]
+        behind = backdrop[min(i, len(backdrop) - 1)]
         score = backends.score_edit_with(params, source[i], edited[i], record["instruction"],
                                          "replace the background of this video frame, keep the subject",
-                                         lambda: score_edit(source[i], edited[i], m))
-        frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"]})
+                                         lambda: score_edit(source[i], edited[i], m, behind))
+        frames.append({"frame": i, **{k: score[k] for k in EDIT_SCORE_PARTS}, "scorer": score["scorer"],
+                       "checks": score.get("checks", {})})
     edit = {part: round(float(np.mean([f[part] for f in frames])), 3) for part in EDIT_SCORE_PARTS}
+    judgment = judge_videos(source, edited, masks, params["fps"], record["instruction"], backdrop, models)
     result = {"metrics": metrics, "edit_score": edit, "edit_score_frames": frames,
-              "chosen_keyword": record["chosen_keyword"]}
+              "chosen_keyword": record["chosen_keyword"], "judge": judgment}
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -61,6 +71,9 @@ def pair_score_rows(batch) -> list[tuple[str, str, float | None]]:
             rows += [(row.id, name, row.info["metrics"].get(name)) for name in PAIR_METRICS]
             rows += [(row.id, f"edit_score_{part}" if part != "overall" else "edit_score", row.info["edit_score"][part])
                      for part in EDIT_SCORE_PARTS]
+            scores = row.info["judge"]["scores"]
+            rows += [(row.id, f"judge_{d}", float(v)) for d, v in zip(DIMENSIONS, scores)]
+            rows += [(row.id, "judge_overall", round(float(np.mean(scores)), 4)), (row.id, "judge_min", float(min(scores)))]
     return rows
 
 
