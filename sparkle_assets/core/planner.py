@@ -6,8 +6,9 @@ The arithmetic (`plan`), on the measured rows of the funnel (core.funnel) pooled
 - a stage's pass rate is ``kept / in``; its range is the 95 % Wilson score interval for that many
   items (`wilson`), so a rate measured on 3 clips has a wide range and one on 3,000 a narrow one;
 - the items entering a stage are N times the product of the pass rates of the stages before it
-  (the low and high ends multiply the interval ends); the theme stages start from the clips the
-  theme-independent stages keep, once per theme planned;
+  (the low and high ends multiply the interval ends: a conservative range, every rate at its end
+  at once, which is wide until each stage rests on tens of clips); the theme stages start from the
+  clips the theme-independent stages keep, once per theme planned;
 - a stage's compute per item is the mean of the recorded wall seconds per clip (all the clip's
   artifacts of the stage), with the range mean +- 1.96 standard errors (at least 0); with a single
   clip measured the range is x0.5 to x2;
