@@ -4,7 +4,13 @@ stage's time limit while the fast clips finish."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -19,9 +25,8 @@ from sparkle_assets.core.planner import Measured, ProfileError, cost_range, load
 from sparkle_assets.core.resources import ClipExecutorResource
 from sparkle_assets.core.store import ArtifactStore
 
-from conftest import make_clip
+from conftest import REPO, make_clip
 from slow_backend import slow_or_fast
-from test_theme_assets import project  # noqa: F401 - the fixture
 
 # S: a source clip (own 6 s) with three children: its mask M, a static-clip decision D, and pair P1,
 # which reads S directly as well as through M; M (own 4 s) serves two pairs, P1 and P2 (own 1 s each);
@@ -215,7 +220,44 @@ def test_a_straggler_is_stopped_at_the_limit_and_the_step_goes_on(tmp_path):
     print(f"straggler: step took {took:.2f}s with a {limit:g}s limit; slow clip charged {rows['c1'].cost.wall_s:.2f}s")
 
 
-def test_a_run_records_every_cost_and_the_funnel_agrees_with_the_run_table(project, home, capsys):
+@pytest.fixture(scope="module")
+def costed_home(tmp_path_factory):
+    """A home (two tiny clips, the shipped themes) where the theme-independent assets and theme `time`
+    were built, then `time` again (everything reused), in the home's own Dagster instance, as
+    `sparkle run` leaves it; with what the lineage held after the first theme run."""
+    from sparkle_assets.core.resources import default_resources
+    from sparkle_assets.core.runs import open_instance
+    from sparkle_assets.definitions import THEME_INDEPENDENT
+    from test_theme_assets import SMALL, build_theme, make_subject_clip, run_sensor
+
+    tmp = tmp_path_factory.mktemp("costs")
+    home, folder, themes = tmp / "home", tmp / "videos", tmp / "themes"
+    folder.mkdir()
+    make_subject_clip(folder / "a.mp4", seed=1)
+    make_subject_clip(folder / "b.mp4", seed=2)
+    shutil.copytree(REPO / "themes", themes)
+    env = {"SPARKLE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "SPARKLE_BUNDLED": "0",
+           "SPARKLE_EXECUTOR": "in_process", "SPARKLE_THEMES_DIR": str(themes), "SPARKLE_SOURCE_FOLDERS": str(folder)}
+    with pytest.MonkeyPatch.context() as m:
+        for key, value in env.items():
+            m.setenv(key, value)
+        (home / "dagster").mkdir(parents=True)
+        instance = open_instance(home, say=lambda _: None)
+        resources = default_resources()
+        assert dg.materialize(THEME_INDEPENDENT, resources=resources, run_config=SMALL, instance=instance).success
+        run_sensor(instance)
+        db = Lineage(home / "lineage.duckdb")
+        first = build_theme(instance, resources, "time")
+        uncosted = db.query("SELECT a.kind, count(*) AS n FROM artifact a LEFT JOIN artifact_cost c "
+                            "ON c.artifact_id = a.id WHERE c.artifact_id IS NULL GROUP BY a.kind")
+        recorded = db.query("SELECT artifact_id, wall_s FROM artifact_cost ORDER BY 1")
+        again = build_theme(instance, resources, "time")
+        yield {"home": home, "env": env, "instance": instance, "db": db, "first": first, "again": again,
+               "uncosted": uncosted, "recorded": recorded}
+        instance.dispose()
+
+
+def test_a_run_records_every_cost_and_the_funnel_agrees_with_the_run_table(costed_home, capsys):
     """Through Dagster: every artifact a run makes has a cost; a re-run computes nothing, records what
     reuse saved, and keeps the recorded costs; the funnel (dataset metadata, `sparkle report`) counts
     what `sparkle run`'s table counts; the manifest, `sparkle lineage cost` and `sparkle plan` work."""
@@ -223,25 +265,19 @@ def test_a_run_records_every_cost_and_the_funnel_agrees_with_the_run_table(proje
 
     from sparkle_assets.cli import main, print_tables
     from sparkle_assets.core.funnel import FUNNEL_STAGES, THEME_STAGES, funnel
-    from test_theme_assets import build_theme, run_sensor, summary
+    from test_theme_assets import summary
 
-    instance, resources, db, _ = project
-    run_sensor(instance)
-    first = build_theme(instance, resources, "time")
-    missing = db.query("SELECT a.kind, count(*) AS n FROM artifact a LEFT JOIN artifact_cost c ON c.artifact_id = a.id "
-                       "WHERE c.artifact_id IS NULL GROUP BY a.kind")
-    assert missing == []  # theme-independent run and theme run: every artifact has a cost
-    spent = summary(db, first.run_id)
+    home, db, instance, again = costed_home["home"], costed_home["db"], costed_home["instance"], costed_home["again"]
+    assert costed_home["uncosted"] == []  # theme-independent run and theme run: every artifact has a cost
+    spent = summary(db, costed_home["first"].run_id)
     assert spent[("edited_videos", "time")]["compute_wall_s"] > 0
-    recorded = db.query("SELECT artifact_id, wall_s FROM artifact_cost ORDER BY 1")
-    again = build_theme(instance, resources, "time")
+    recorded = costed_home["recorded"]
     s = summary(db, again.run_id)
     assert s[("edited_videos", "time")]["compute_wall_s"] == 0  # reused: nothing spent ...
     assert s[("edited_videos", "time")]["reuse_saved_wall_s"] == spent[("edited_videos", "time")]["compute_wall_s"]
-    kept_costs = {r["artifact_id"]: r["wall_s"] for r in db.query("SELECT artifact_id, wall_s FROM artifact_cost")}
-    assert all(kept_costs[r["artifact_id"]] == r["wall_s"] for r in recorded
-               if r["artifact_id"] in {a["id"] for a in db.current_artifacts("edited_videos", "time", status=None)})
-
+    now = {r["artifact_id"]: r["wall_s"] for r in db.query("SELECT artifact_id, wall_s FROM artifact_cost")}
+    videos = {a["id"] for a in db.current_artifacts("edited_videos", "time", status=None)}
+    assert videos and all(now[r["artifact_id"]] == r["wall_s"] for r in recorded if r["artifact_id"] in videos)
     rows = {r.stage: r for r in funnel(db, "time")}
     capsys.readouterr()
     print_tables(db, ["time"], [again.run_id])
@@ -278,3 +314,55 @@ def test_a_run_records_every_cost_and_the_funnel_agrees_with_the_run_table(proje
     assert "plan for 1,000 source clips, themes: time" in out and "pairs expected:" in out
     assert main(["--home", str(home), "plan", "--clips", "1000", "--themes", "weather"]) == 2
     assert "no measurements for theme(s) weather" in capsys.readouterr().err
+
+
+def test_the_funnel_in_the_ui(costed_home, tmp_path):
+    """The dataset asset's page in the real UI (webserver and Chromium): the funnel table with every
+    stage, and the plot, decoded."""
+    from test_bench_assets import chromium, free_port
+
+    browser_path = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    home, port = costed_home["home"], free_port()
+    env = {**os.environ, **costed_home["env"], "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", str(REPO / "workspace.yaml"),
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=home / "dagster", env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(base + "/server_info", timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "the webserver did not start"
+                time.sleep(0.5)
+        shot = Path(os.environ.get("SPARKLE_SCREENSHOT_DIR", tmp_path))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=browser_path, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1400})
+            page.goto(f"{base}/assets/sparkle_dataset?partition=time&view=events")
+            skip = page.get_by_role("button", name="Skip")  # the community pop-up on a first visit
+            table = page.locator("table", has_text="wasted_s").last
+            expect(table).to_be_visible(timeout=60_000)
+            if skip.count():
+                skip.first.click()
+            for stage in ("instructions", "pair_scores", "curated_pairs", "sparkle_dataset"):
+                expect(table.get_by_text(stage, exact=True)).to_be_visible()
+            page.screenshot(path=str(shot / "funnel_table.png"), full_page=True)
+            page.get_by_text("[Show Markdown]").first.click()
+            plot = page.locator('img[src^="data:image/png;base64,"]').first
+            expect(plot).to_be_visible()
+            assert plot.evaluate("e => e.complete && e.naturalWidth") > 400  # decoded, not a broken image
+            page.screenshot(path=str(shot / "funnel_plot.png"))
+            browser.close()
+        assert (shot / "funnel_plot.png").stat().st_size > 10_000
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)

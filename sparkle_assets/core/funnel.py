@@ -20,7 +20,6 @@ failed per stage, and compute spent and wasted), and where the plot is saved.
 from __future__ import annotations
 
 import base64
-import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
