@@ -70,6 +70,13 @@ def configure_env(home: str | None, folders=(), csvs=(), bundled: bool | None = 
     return home_path
 
 
+def quiet_preview_warnings() -> None:
+    """Dagster's notes on preview features the definitions use speak to their authors, not to users."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
 class SettingsError(ValueError):
     """A setting the command cannot work with (one line, for the user)."""
 
@@ -106,15 +113,11 @@ def cmd_run(args) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 2
     home = configure_env(args.home, args.folder, args.csv, False if args.no_bundled else None, args.release)
-    import dagster as dg
-    from dagster._core.utils import make_new_run_id
-
-    # Dagster's notes on preview features the definitions use speak to their authors, not to users
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    quiet_preview_warnings()
 
     from .core.integrity import remove, stale_home_temporaries
     from .core.resources import ThemesResource, default_themes_dir
-    from .core.runs import QUIET_CONSOLE, RunConsole, live_runs, process_tags, wait_without_spinning
+    from .core.runs import live_runs, run_job, wait_without_spinning
     from .core.themes import register_themes
     from .definitions import defs
 
@@ -138,12 +141,7 @@ def cmd_run(args) -> int:
         return 2
     runs = []
     for job, theme in [("theme_independent", None)] + [("theme_assets", t) for t in wanted]:
-        run_id = make_new_run_id()
-        print(f"{job}{f'[{theme}]' if theme else ''}: run {run_id}", flush=True)
-        with RunConsole(instance, run_id, job, say=lambda line: print(line, flush=True), by="sparkle run"):
-            runs.append(defs.resolve_job_def(job).execute_in_process(
-                instance=instance, partition_key=theme, run_id=run_id, tags=process_tags(),
-                run_config=None if args.verbose else QUIET_CONSOLE, raise_on_error=False))
+        runs.append(run_job(instance, defs.resolve_job_def(job), theme, by="sparkle run", verbose=args.verbose))
         if not runs[-1].success and theme is None:
             break
     ok = all(r.success for r in runs) and len(runs) == 1 + len(wanted)
@@ -252,6 +250,7 @@ def cmd_bench(args) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 2
     home = configure_env(args.home)
+    quiet_preview_warnings()
     instance = open_home(home, "sparkle bench")
     if instance is None:
         return 2
@@ -544,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--judge", choices=["automatic", "vlm"], help="the judge (default automatic)")
     bench.add_argument("--theme", action="append", default=[], help="only this theme partition (repeatable)")
     bench.add_argument("--no-bench-split", action="store_true", help="leave out our own bench_split samples")
+    bench.add_argument("--verbose", action="store_true", help="print Dagster's own log instead of one line per step")
     bench.set_defaults(fn=cmd_bench)
     ui = sub.add_parser("ui", help="start the Dagster UI bound to 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)

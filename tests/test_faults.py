@@ -144,13 +144,14 @@ def test_killed_run_is_cleared_by_the_next_run(tmp_path, two_clips):
         if "foreground_masks ..." in line:
             first.send_signal(signal.SIGSTOP)  # hold it inside the step, then kill it there
             break
-    instance = _instance(home)
-    assert [s.run_id for s in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots] == [run_id]
     leftover = home / "store" / "foreground_mask" / "ab" / f".ab12.tmp-{first.pid}-0a1b2c3d.npz"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"half a mask")  # what a kill during a write leaves
     first.kill()
     first.wait()
+    # read only once it is dead: stopped inside a write, it could still hold the SQLite lock
+    instance = _instance(home)
+    assert [s.run_id for s in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots] == [run_id]
 
     second = subprocess.run(_sparkle(home, folder), capture_output=True, text=True, env=ENV, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]

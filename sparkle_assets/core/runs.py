@@ -323,6 +323,20 @@ COUNT_KEYS = ("files", "clips", "pairs", "rows", "computed", "reused", "kept", "
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # events are still stored
 
 
+def run_job(instance, job_def, partition: str | None, by: str, verbose: bool = False,
+            say: Callable[[str], None] = lambda line: print(line, flush=True)):
+    """Execute a job in this process as the CLI does: tagged with this process (so a kill is
+    detected), one line per step instead of Dagster's log unless `verbose`; returns its result."""
+    from dagster._core.utils import make_new_run_id
+
+    run_id = make_new_run_id()
+    say(f"{job_def.name}{f'[{partition}]' if partition else ''}: run {run_id}")
+    with RunConsole(instance, run_id, job_def.name, say=say, by=by):
+        return job_def.execute_in_process(instance=instance, partition_key=partition, run_id=run_id,
+                                          tags=process_tags(), run_config=None if verbose else QUIET_CONSOLE,
+                                          raise_on_error=False)
+
+
 class RunConsole:
     """An event listener for one run: a line when a step starts and one with its counts when it
     ends; while a step waits for a pool slot, a line naming the run that holds it, checked every

@@ -53,6 +53,7 @@ def print_table(results: Path) -> None:
 def run_bench(args, home: Path, instance) -> int:
     configure_bench_env(args)
     from ..core.resources import ThemesResource, default_themes_dir
+    from ..core.runs import run_job
     from ..core.themes import register_themes
     from ..definitions import defs
 
@@ -66,9 +67,9 @@ def run_bench(args, home: Path, instance) -> int:
     if unknown:
         print(f"no valid taxonomy file for theme(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
-    runs = [defs.resolve_job_def("bench").execute_in_process(instance=instance, partition_key=theme,
-                                                              raise_on_error=False) for theme in wanted]
-    runs.append(defs.resolve_job_def("bench_report").execute_in_process(instance=instance, raise_on_error=False))
+    runs = [run_job(instance, defs.resolve_job_def("bench"), theme, by="sparkle bench", verbose=args.verbose)
+            for theme in wanted]
+    runs.append(run_job(instance, defs.resolve_job_def("bench_report"), None, by="sparkle bench", verbose=args.verbose))
     ok = all(r.success for r in runs)
     print(f"\nsparkle bench {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s "
           f"({len(runs)} runs; themes: {', '.join(wanted)})")
