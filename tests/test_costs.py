@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +21,7 @@ from sparkle_assets.core.planner import Measured, ProfileError, cost_range, load
 from sparkle_assets.core.resources import ClipExecutorResource
 from sparkle_assets.core.store import ArtifactStore
 
+from browser import CHROMIUM_FLAGS, chromium, dagster_webserver
 from conftest import REPO, make_clip
 from slow_backend import slow_or_fast
 
@@ -319,30 +316,15 @@ def test_a_run_records_every_cost_and_the_funnel_agrees_with_the_run_table(coste
 def test_the_funnel_in_the_ui(costed_home, tmp_path):
     """The dataset asset's page in the real UI (webserver and Chromium): the funnel table with every
     stage, and the plot, decoded."""
-    from test_bench_assets import chromium, free_port
-
     browser_path = chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    home, port = costed_home["home"], free_port()
+    home = costed_home["home"]
     env = {**os.environ, **costed_home["env"], "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", str(REPO / "workspace.yaml"),
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=home / "dagster", env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(base + "/server_info", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "the webserver did not start"
-                time.sleep(0.5)
+    with dagster_webserver(env, cwd=home / "dagster", timeout=90) as base:
         shot = Path(os.environ.get("SPARKLE_SCREENSHOT_DIR", tmp_path))
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=browser_path, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"])
+            browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1400})
             page.goto(f"{base}/assets/sparkle_dataset?partition=time&view=events")
             skip = page.get_by_role("button", name="Skip")  # the community pop-up on a first visit
@@ -360,9 +342,3 @@ def test_the_funnel_in_the_ui(costed_home, tmp_path):
             page.screenshot(path=str(shot / "funnel_plot.png"))
             browser.close()
         assert (shot / "funnel_plot.png").stat().st_size > 10_000
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
