@@ -21,6 +21,10 @@
                                                                   everything derived from it (of kind K)
     sparkle lineage sources ARTIFACT [--at TIME] [--kind K]       every source behind it (of kind K)
     sparkle lineage sql "SELECT ..."                              any read-only query
+    sparkle lineage cost ARTIFACT                                 what it cost: its own compute plus its
+                                                                  share of every ancestor's, by stage
+    sparkle report [--theme T]...                                 the yield and cost funnel per stage
+    sparkle plan --clips N [--themes a,b] [--profile FILE]        compute and pairs to expect for N clips
     sparkle verify                                                check the home holds together
     sparkle gc [--delete]                                         list (remove) what no run needs
 
@@ -153,25 +157,23 @@ def cmd_run(args) -> int:
     return 0 if ok else 1
 
 
-THEME_STAGES = [("instructions", "instruction", "instr"), ("edited_first_frames", "edited_first_frame", "frame0"),
-                ("background_plates", "background_plate", "plate"), ("background_videos", "background_video", "bg_video"),
-                ("guidance_videos", "guidance_video", "guidance"), ("edited_videos", "edited_video", "edited"),
-                ("pair_scores", "pair_score", "scored"), ("curated_pairs", "curated_pair", "FINAL"),
-                ("bench_split", "bench_row", "bench")]
-
-
 def print_tables(db, themes: list[str], run_ids: list[str]) -> None:
     """What the run left: clips in and kept per theme-independent stage, then per theme the pairs
-    kept at each stage, the final pairs and where the dataset is; and how much work was new."""
+    kept at each stage, the final pairs and where the dataset is; how much work was new, what it
+    cost (wall seconds of the clips computed), what reuse saved, and how many clips timed out."""
+    from .core.funnel import THEME_STAGES
+
     count = lambda asset, kind, part="": len(db.current_artifacts(asset, part, kind=kind))  # noqa: E731
-    work: dict[str, dict[str, int]] = {}
+    work: dict[str, dict[str, float]] = {}
     for row in db.query("SELECT partition, summary FROM materialization WHERE list_contains(?, run_id)", [run_ids]):
         for key, value in json.loads(row["summary"]).items():
-            if key in ("computed", "reused", "failed", "quarantined"):
+            if key in ("computed", "reused", "failed", "quarantined", "timed_out", "compute_wall_s",
+                       "reuse_saved_wall_s"):
                 part = work.setdefault(row["partition"] or "-", {})
                 part[key] = part.get(key, 0) + value
     for part, counts in sorted(work.items()):
-        print(f"  work [{part}]: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        print(f"  work [{part}]: " + ", ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}"
+                                              for k, v in sorted(counts.items())))
     print(f"\nclips: {count('source_clips', 'source_clip')} ingested "
           f"({len(db.query('FROM quarantine'))} quarantined), {count('static_clips', 'static_clip')} fixed-camera, "
           f"{count('foreground_masks', 'foreground_mask')} with a usable mask")
@@ -349,6 +351,8 @@ def cmd_lineage(args) -> int:
     if args.what != "dataset" and not args.ref:
         print(f"sparkle lineage {args.what} needs a clip id, artifact id or query", file=sys.stderr)
         return 2
+    if args.what == "cost":
+        return cmd_cost(args)
     from .core.lineage import LineageQueryError
 
     at = parse_time(args.at) if args.at else None
@@ -373,6 +377,86 @@ def cmd_lineage(args) -> int:
               f"{'' if len(rows) == 1 else 's'}" + (f" at {at.isoformat()}" if at else ""), file=sys.stderr)
     else:
         print(f"{len(rows)} row{'' if len(rows) == 1 else 's'}", file=sys.stderr)
+    return 0
+
+
+def cmd_cost(args) -> int:
+    """`sparkle lineage cost ID`: an artifact's full cost (core.costs), with its breakdown by stage."""
+    from .core.costs import full_costs
+
+    db = _lineage(configure_env(args.home))
+    if not db.exists():
+        print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    with db.session():
+        seeds = db._seeds(args.ref)
+        if len(seeds) != 1:
+            print(f"{args.ref!r} matches {len(seeds)} artifacts: give one artifact id (or a unique prefix)",
+                  file=sys.stderr)
+            return 2
+        cost = full_costs(db, seeds)[seeds[0]]
+    print(json.dumps(cost.as_dict(), indent=1))
+    print(f"{cost.kind} {cost.id}: {cost.total['wall_s']:.2f} wall s, {cost.total['cpu_s']:.2f} CPU s, "
+          f"{cost.total['gpu_s']:.2f} GPU s over {cost.ancestors} ancestors"
+          + (f" ({cost.unrecorded} without a recorded cost)" if cost.unrecorded else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_report(args) -> int:
+    """`sparkle report`: the yield and cost funnel of the theme-independent stages and of each theme."""
+    from .core.funnel import funnel, funnel_text
+    from .core.themes import theme_name_problem
+
+    if problems := [p for p in map(theme_name_problem, args.theme) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    db = _lineage(configure_env(args.home))
+    if not db.exists():
+        print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    themes = args.theme or [r["partition"] for r in db.query(
+        "SELECT DISTINCT partition FROM current_materialization WHERE asset_key = 'curated_pairs' ORDER BY 1")]
+    with db.session():
+        print(funnel_text(funnel(db, None), "theme-independent stages (every theme shares them)"))
+        for theme in themes:
+            print()
+            print(funnel_text(funnel(db, theme), f"theme {theme}"))
+    print("\nin = kept + dropped + failed; spent s: recorded wall seconds of the stage's current artifacts; "
+          "wasted s: full cost (own + share of ancestors) of what the stage dropped or failed")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    """`sparkle plan --clips N`: compute and pairs to expect, from the runs so far (core.planner)."""
+    from .core.planner import ProfileError, load_profile, measure, plan, plan_text
+    from .core.themes import theme_name_problem
+
+    if args.clips < 1 or args.clips > 10 ** 9:
+        print("sparkle plan: --clips must be between 1 and 1e9", file=sys.stderr)
+        return 2
+    themes = [t.strip() for t in (args.themes or "").split(",") if t.strip()]
+    if problems := [p for p in map(theme_name_problem, themes) if p]:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    try:
+        profile = load_profile(args.profile) if args.profile else None
+    except ProfileError as exc:
+        print(f"sparkle plan: {exc}", file=sys.stderr)
+        return 2
+    db = _lineage(configure_env(args.home))
+    if not db.exists():
+        print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
+        return 2
+    measured_themes = [r["partition"] for r in db.query(
+        "SELECT DISTINCT partition FROM current_materialization WHERE asset_key = 'curated_pairs' ORDER BY 1")]
+    themes = themes or measured_themes
+    if not set(themes) <= set(measured_themes) or not themes:
+        print(f"sparkle plan: no measurements for theme(s) {', '.join(sorted(set(themes) - set(measured_themes))) or '(none)'}"
+              f"; measured: {', '.join(measured_themes) or 'none (run `sparkle run` first)'}", file=sys.stderr)
+        return 2
+    with db.session():
+        rows = plan(measure(db, themes), args.clips, len(themes), profile)
+    print(plan_text(rows, args.clips, themes))
     return 0
 
 
@@ -467,12 +551,20 @@ def main(argv: list[str] | None = None) -> int:
     ui.set_defaults(fn=cmd_ui)
     sub.add_parser("env", help="print export lines for plain dagster commands").set_defaults(fn=cmd_env)
     lin = sub.add_parser("lineage", help="query the lineage database")
-    lin.add_argument("what", nargs="?", default="dataset", choices=["dataset", "derived", "sources", "sql"],
+    lin.add_argument("what", nargs="?", default="dataset", choices=["dataset", "derived", "sources", "sql", "cost"],
                      help="dataset (default): the exported dataset's rows and the clips they came from")
     lin.add_argument("ref", nargs="?", help="clip id or artifact id (or a SQL query for `sql`)")
     lin.add_argument("--at", help="as it was at this time (ISO 8601; local time unless a zone is given)")
     lin.add_argument("--kind", help="only artifacts of this kind (derived / sources), e.g. dataset_row")
     lin.set_defaults(fn=cmd_lineage)
+    rep = sub.add_parser("report", help="the yield and cost funnel per stage (theme-independent, then per theme)")
+    rep.add_argument("--theme", action="append", default=[], help="only this theme (repeatable; default: all built)")
+    rep.set_defaults(fn=cmd_report)
+    pl = sub.add_parser("plan", help="compute and pairs to expect for N source clips, from the runs so far")
+    pl.add_argument("--clips", type=int, required=True, help="source clips to plan for")
+    pl.add_argument("--themes", help="comma-separated themes (default: every theme measured)")
+    pl.add_argument("--profile", help="YAML of per-stage estimates (stages: {stage: {wall_s, gpu_s, device, note}})")
+    pl.set_defaults(fn=cmd_plan)
     sub.add_parser("verify", help="check that the home holds together (store, lineage, runs)").set_defaults(fn=cmd_verify)
     gc = sub.add_parser("gc", help="list store files no current materialization references (remove with --delete)")
     gc.add_argument("--delete", action="store_true", help="remove them (refused while a run is in progress)")

@@ -11,19 +11,16 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from browser import CHROMIUM_FLAGS, chromium, dagster_webserver
 from conftest import REPO
 from sparkle_assets.core.lineage import Lineage
 from test_theme_assets import make_subject_clip
@@ -306,46 +303,14 @@ def test_vlm_judge_falls_back_to_frames_for_an_images_only_endpoint(bench_home):
 
 
 # -- the UI, in a real browser -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("no Chromium here (Debian's `chromium` package; scripts/setup.sh installs it when run as root)")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        pytest.skip("the `playwright` package is not installed (pip install -r requirements.txt)")
-    return found
-
-
 def test_ui_shows_the_bench_table_and_plot(bench_home, tmp_path):
     browser_path = chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    home, port = bench_home["home"], free_port()
-    server = subprocess.Popen([sys.executable, "-m", "dagster_webserver", "-w", str(REPO / "workspace.yaml"),
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, env=bench_env(home),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/server_info", timeout=2).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "the webserver did not start"
-                time.sleep(0.5)
-        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+    with dagster_webserver(bench_env(bench_home["home"])) as base:
         shot = Path(os.environ.get("SPARKLE_SCREENSHOT_DIR", tmp_path))
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=browser_path, headless=True, args=flags)
+            browser = p.chromium.launch(executable_path=browser_path, headless=True, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1920, "height": 1080})
             page.goto(f"{base}/locations/sparkle/asset-groups/bench")  # the graph of the bench group
             skip = page.get_by_role("button", name="Skip")  # the community pop-up on a first visit
@@ -369,9 +334,3 @@ def test_ui_shows_the_bench_table_and_plot(bench_home, tmp_path):
             page.screenshot(path=str(shot / "bench_results.png"), full_page=True)
             browser.close()
         assert (shot / "bench_results.png").stat().st_size > 10_000
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)

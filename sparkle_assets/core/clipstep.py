@@ -9,6 +9,11 @@ their parent artifacts. `run_clip_step` then:
 3. maps the function over the rest through the configured executor (one failure = one failed row);
 4. returns the lineage rows and edges plus counts, for the asset to record and report.
 
+Every artifact computed here carries the `Cost` its executor measured (failed ones too; a clip over
+the step's time limit is a failed row `timed out after N s` costing the wall time it held its
+worker); a computation that also writes companions splits its cost evenly among the artifacts it
+wrote (`ArtifactRow.share`). Reused artifacts carry no cost: their recorded one stays.
+
 Two refinements keep work from being done twice:
 
 - *by-products*: stored files a function reads that are fully determined by its parents (frame 0
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .costs import backend_of, split_cost, step_clock
 from .executor import ClipExecutor, InProcessExecutor
 from .lineage import UNPARTITIONED, ArtifactRow, LineageBatch
 from .store import ArtifactStore, StoredArtifact, artifact_id
@@ -123,7 +129,8 @@ class StepReport:
     @property
     def counts(self) -> dict[str, int]:
         return {"clips": len(self.artifacts) + len(self.failures), "computed": self.computed,
-                "reused": self.reused, "failed": len(self.failures)}
+                "reused": self.reused, "failed": len(self.failures),
+                "timed_out": sum(r.startswith("timed out after") for r in self.failures.values())}
 
 
 def data_version_of(ids: Sequence[str]) -> str:
@@ -145,15 +152,22 @@ def _companion_outs(companions: Sequence[Companion], aid: str, inputs: dict, cli
 def run_clip_step(*, store: ArtifactStore, clips: Sequence[ClipInput], fn: ClipFn, kind: str,
                   ext: str | None, code_version: str, params: Mapping[str, Any], asset_key: str,
                   run_id: str, partition: str = UNPARTITIONED, theme: str | None = None,
-                  executor: ClipExecutor | None = None, companions: Sequence[Companion] = ()) -> StepReport:
+                  executor: ClipExecutor | None = None, companions: Sequence[Companion] = (),
+                  timeout: float | None = None) -> StepReport:
     executor = executor or InProcessExecutor()
+    backend = backend_of(params)
     report = StepReport(companions={c.kind: {} for c in companions})
     jobs: list[tuple[ClipInput, ClipJob]] = []
 
-    def record(clip: ClipInput, art: StoredArtifact, extra: Mapping[str, StoredArtifact], fresh: bool) -> None:
+    def record(clip: ClipInput, art: StoredArtifact, extra: Mapping[str, StoredArtifact], fresh: bool,
+               cost=None) -> None:
         report.artifacts[clip.clip_id] = art
-        for a in [art, *extra.values()]:
-            report.batch.artifacts.append(_row(a, clip.clip_id, asset_key, partition, theme, run_id, fresh))
+        made = [art, *extra.values()]
+        for a in made:
+            row = _row(a, clip.clip_id, asset_key, partition, theme, run_id, fresh)
+            if cost is not None:
+                row.cost, row.backend, row.share = split_cost(cost, len(made)), backend, 1 / len(made)
+            report.batch.artifacts.append(row)
             report.batch.edges.extend((a.id, pid, role) for role, pid in a.inputs.items())
         report.batch.edges.extend((art.id, row["id"], role) for role, row in clip.by_products.items())
         for k, a in extra.items():
@@ -175,18 +189,19 @@ def run_clip_step(*, store: ArtifactStore, clips: Sequence[ClipInput], fn: ClipF
         main = Output(kind, aid, ext, code_version, all_params, inputs)
         jobs.append((clip, ClipJob(fn=fn, store_root=str(store.root), main=main, input_paths=input_paths,
                                    companions=outs)))
-    outcomes = executor.map(run_job, [job for _, job in jobs])
+    with step_clock().mapping():
+        outcomes = executor.map(run_job, [job for _, job in jobs], timeout=timeout)
     for (clip, job), outcome in zip(jobs, outcomes):
         if outcome.ok:
             report.computed += 1
-            record(clip, outcome.value.artifact, outcome.value.companions, fresh=True)
+            record(clip, outcome.value.artifact, outcome.value.companions, fresh=True, cost=outcome.cost)
         else:
             report.failures[clip.clip_id] = outcome.error
             report.batch.edges.extend((job.main.aid, pid, role) for role, pid in job.main.inputs.items())
             report.batch.artifacts.append(ArtifactRow(
                 id=job.main.aid, kind=kind, asset_key=asset_key, partition=partition, clip_id=clip.clip_id,
                 theme=theme, code_version=code_version, params=job.main.params, run_id=run_id,
-                status="failed", reason=outcome.error))
+                status="failed", reason=outcome.error, cost=outcome.cost, backend=backend))
     return report
 
 

@@ -12,8 +12,10 @@ The process pool is started once per process and kept (one pool per run, not per
 workers import only this module until a function needs more (the per-clip functions live in
 Dagster-free modules, so a worker never imports Dagster), load models once, and run torch and BLAS
 with the thread count set here (`threads`, default 1: on a busy CPU one thread per worker is much
-faster than several; e.g. pyiqa's FSIM). The in-process executor sets the same count while it runs. A clip over the `timeout` is stopped: its worker is killed and
-replaced, the clip's Outcome says `timed out after N s`, and the step goes on; a worker that dies
+faster than several; e.g. pyiqa's FSIM). The in-process executor sets the same count while it runs.
+A clip over the `timeout` (a step's `time_limit`, from the `clip_executor` resource's settings) is
+stopped: its worker is killed and replaced, the clip's Outcome says `timed out after N s` (its cost:
+the wall time it held the worker), and the step goes on; a worker that dies
 (killed for memory, a crash) is one failed clip, never a hung step.
 """
 
@@ -45,7 +47,7 @@ class Cost:
     """What computing one item took, where it ran."""
 
     wall_s: float
-    cpu_s: float  # user + system of the worker and the subprocesses it waited for (e.g. the H.264 encoder)
+    cpu_s: float | None  # user + system of the worker and the subprocesses it waited for (e.g. the H.264 encoder)
     peak_rss_mb: float | None  # the worker's peak resident memory during the item (None where unknown)
     device: str = "cpu"
     gpu_s: float | None = None
@@ -66,7 +68,7 @@ class Outcome(Generic[R]):
         return self.error is None
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -132,14 +134,14 @@ def measured(fn: Callable[[T], R], item: T, threads: int | None = None) -> Outco
     cuda = _gpu()
     if cuda is not None:
         cuda.reset_peak_memory_stats()
-    wall, cpu = time.perf_counter(), _cpu_seconds()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     try:
         value, error, detail = fn(item), None, None
     except Exception as exc:  # noqa: BLE001 - one bad clip must not fail the partition
         value, error, detail = None, f"{type(exc).__name__}: {exc}", traceback.format_exc()
     wall = time.perf_counter() - wall
     cuda = cuda or _gpu()
-    cost = Cost(wall_s=round(wall, 4), cpu_s=round(_cpu_seconds() - cpu, 4),
+    cost = Cost(wall_s=round(wall, 4), cpu_s=round(cpu_seconds() - cpu, 4),
                 peak_rss_mb=_peak_rss_mb() if windowed else None,
                 device="cuda" if cuda is not None else "cpu",
                 gpu_s=round(wall, 4) if cuda is not None else None,
@@ -147,8 +149,31 @@ def measured(fn: Callable[[T], R], item: T, threads: int | None = None) -> Outco
     return Outcome(value=value, error=error, detail=detail, cost=cost)
 
 
+def stopped_cost(started: float) -> Cost:
+    """The cost of an item stopped from outside (timed out, its worker died): the wall time it held
+    its worker; its CPU time and memory died with the worker (unknown)."""
+    return Cost(wall_s=round(time.monotonic() - started, 4), cpu_s=None, peak_rss_mb=None)
+
+
+TIME_LIMIT_RANGE = (1.0, 86400.0)  # seconds a clip may take in one stage: the accepted settings
+
+
 class ClipExecutor:
-    """Maps fn over items and returns one Outcome per item, in order."""
+    """Maps fn over items and returns one Outcome per item, in order. `time_limits` (stage name ->
+    seconds, "*" for every other stage) is the per-clip limit `time_limit(stage)` gives each step."""
+
+    time_limits: dict[str, float] = {}
+
+    def with_time_limits(self, limits: dict[str, float]) -> ClipExecutor:
+        for stage, seconds in limits.items():
+            lo, hi = TIME_LIMIT_RANGE
+            if not lo <= seconds <= hi:
+                raise ValueError(f"the time limit of {stage!r} must be between {lo:g} and {hi:g} s, got {seconds:g}")
+        self.time_limits = dict(limits)
+        return self
+
+    def time_limit(self, stage: str) -> float | None:
+        return self.time_limits.get(stage, self.time_limits.get("*"))
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], timeout: float | None = None) -> list[Outcome[R]]:
         raise NotImplementedError
@@ -210,6 +235,7 @@ class _Worker:
         child.close()
         self.conn = parent
         self.task: int | None = None
+        self.started = 0.0
         self.deadline: float | None = None
 
     def kill(self) -> None:
@@ -259,7 +285,8 @@ class ProcessPoolExecutor(ClipExecutor):
                 for w in pool:
                     if w.task is None and queue:
                         w.task = queue.pop()
-                        w.deadline = time.monotonic() + timeout if timeout else None
+                        w.started = time.monotonic()
+                        w.deadline = w.started + timeout if timeout else None
                         w.conn.send((fn, items[w.task]))
                 busy = [w for w in pool if w.task is not None]
                 deadlines = [w.deadline for w in busy if w.deadline is not None]
@@ -278,9 +305,9 @@ class ProcessPoolExecutor(ClipExecutor):
                         w.process.join(5)  # the pipe may close before the process is reaped
                         code = w.process.exitcode
                         results[w.task] = Outcome(error=f"worker died (exit code {code}): killed for memory, "
-                                                        "or a crash in native code")
+                                                        "or a crash in native code", cost=stopped_cost(w.started))
                     elif w.deadline is not None and now >= w.deadline:
-                        results[w.task] = Outcome(error=f"timed out after {timeout:g} s")
+                        results[w.task] = Outcome(error=f"timed out after {timeout:g} s", cost=stopped_cost(w.started))
                     else:
                         continue
                     w.task = None

@@ -20,6 +20,8 @@ import numpy as np
 from sparkle_model.video import (MAX_FRAMES, VideoError, check_file, clip_lengths, decode_check, iter_frames, probe,
                                  resample_indices, target_size, write_video)
 
+from .costs import split_cost
+from .executor import Cost
 from .lineage import ArtifactRow
 from .sources import absolute_path
 from .source_hashes import source_sha256
@@ -174,29 +176,31 @@ class _NeededFrames:
 
 
 def ingest_rows(job: IngestJob, res: IngestResult, asset_key: str, run_id: str, partition: str = "",
-                theme: str | None = None) -> tuple[list[ArtifactRow], list[tuple[str, str, str]]]:
-    """The lineage rows of one ingest: the `source_file` record and its clips, with their edges."""
+                theme: str | None = None, cost: Cost | None = None) -> tuple[list[ArtifactRow], list[tuple[str, str, str]]]:
+    """The lineage rows of one ingest: the `source_file` record and its clips, with their edges; a
+    fresh ingest's `cost` is split evenly among the record and its clips (core.costs)."""
     rec = res.record
+    cost = split_cost(cost, 1 + len(res.clips)) if cost is not None and res.fresh else None
     rows = [ArtifactRow(
         id=rec.id, kind="source_file", asset_key=asset_key, partition=partition, clip_id=job.clip_id, theme=theme,
         uri=absolute_path(Path(job.path)).as_uri(), content_hash=rec.info["sha256"],
         bytes=Path(job.path).stat().st_size if Path(job.path).is_file() else None,
         code_version=CODE_VERSION, params=rec.params, run_id=run_id, status=res.status,
-        reason=rec.info["reason"], info={k: rec.info[k] for k in ("origin", "clips")}, fresh=res.fresh)]
+        reason=rec.info["reason"], info={k: rec.info[k] for k in ("origin", "clips")}, fresh=res.fresh, cost=cost)]
     edges = []
     for clip in res.clips:
         rows.append(ArtifactRow(
             id=clip.id, kind="source_clip", asset_key=asset_key, partition=partition, clip_id=clip.info["clip_id"],
             theme=theme, uri=clip.uri, bytes=clip.bytes, content_hash=clip.content_hash, code_version=CODE_VERSION,
-            params=clip.params, run_id=run_id, info=clip.info, fresh=res.fresh))
+            params=clip.params, run_id=run_id, info=clip.info, fresh=res.fresh, cost=cost))
         edges.append((clip.id, rec.id, "source"))
     return rows, edges
 
 
 def failed_ingest_row(job: IngestJob, error: str, asset_key: str, run_id: str, partition: str = "",
-                      theme: str | None = None) -> ArtifactRow:
+                      theme: str | None = None, cost: Cost | None = None) -> ArtifactRow:
     """The row of an ingest that raised unexpectedly (recorded, counted, retried next run)."""
     return ArtifactRow(id=artifact_id("source_file", {"path": job.path}, CODE_VERSION, job.params), kind="source_file",
                        asset_key=asset_key, partition=partition, clip_id=job.clip_id, theme=theme,
                        uri=absolute_path(Path(job.path)).as_uri(), code_version=CODE_VERSION, params=job.params,
-                       run_id=run_id, status="failed", reason=error)
+                       run_id=run_id, status="failed", reason=error, cost=cost)

@@ -8,6 +8,8 @@ Tables (their names and columns are a contract; other tools read them):
 - ``materialization``: one row per asset materialization (run, asset, partition), with the data
   version Dagster was given, the input data versions, and the ids of the artifacts that make it up.
 - ``score``: numeric scores per artifact and metric (for histograms and filters in SQL).
+- ``artifact_cost`` (added in schema 3; older databases get it empty): the compute that made an
+  artifact, one row per artifact id, written by the run that computed it (core.costs says how).
 - view ``quarantine``: inputs refused at ingest, with their reason.
 - view ``pair_metric``: one row per final pair and metric (theme, clip, pair-score and edited-video
   ids, metric, value; NULL when not measured), what `curated_pairs` filters.
@@ -46,9 +48,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .executor import Cost
 from .store import atomic_write_bytes
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifact (
     id VARCHAR PRIMARY KEY,
@@ -92,6 +95,19 @@ CREATE TABLE IF NOT EXISTS score (
     value DOUBLE,
     PRIMARY KEY (artifact_id, metric)
 );
+CREATE TABLE IF NOT EXISTS artifact_cost (
+    artifact_id VARCHAR PRIMARY KEY,
+    run_id VARCHAR,
+    wall_s DOUBLE,
+    cpu_s DOUBLE,
+    peak_rss_mb DOUBLE,
+    device VARCHAR,
+    backend VARCHAR,
+    gpu_s DOUBLE,
+    gpu_peak_mb DOUBLE,
+    share DOUBLE,
+    measured VARCHAR
+);
 CREATE TABLE IF NOT EXISTS current_materialization (
     asset_key VARCHAR NOT NULL,
     partition VARCHAR NOT NULL,
@@ -120,10 +136,12 @@ CREATE OR REPLACE {temp} VIEW pair_metric AS
     LEFT JOIN artifact_edge e ON e.child_id = a.id AND e.role = 'video'
     WHERE a.kind = 'pair_score';
 """
-CONTRACT = ("artifact", "artifact_edge", "materialization", "score", "current_materialization", "current_artifact",
-            "quarantine", "pair_metric")  # what every backend answers queries over
+CONTRACT = ("artifact", "artifact_edge", "materialization", "score", "artifact_cost", "current_materialization",
+            "current_artifact", "quarantine", "pair_metric")  # what every backend answers queries over
 DATASET_ASSET = "sparkle_dataset"
 
+COST_COLUMNS = ("artifact_id", "run_id", "wall_s", "cpu_s", "peak_rss_mb", "device", "backend", "gpu_s",
+                "gpu_peak_mb", "share", "measured")
 ARTIFACT_COLUMNS = ("id", "kind", "asset_key", "partition", "clip_id", "theme", "uri", "bytes",
                     "content_hash", "code_version", "params", "run_id", "created_at", "status",
                     "reason", "info")
@@ -188,9 +206,13 @@ class ArtifactRow:
     reason: str | None = None
     info: dict = field(default_factory=dict)
     fresh: bool = True
+    cost: Cost | None = None  # what computing it took in this run (recorded in `artifact_cost`)
+    backend: str | None = None  # the backend that computed it, when the stage has one
+    share: float = 1.0  # the part of the measured computation it carries (companions split it)
+    measured: str = "clip"  # `clip`: around its per-clip function; `step`: a share of its step's own time
 
 
-_ROW_FIELDS = tuple(f.name for f in fields(ArtifactRow))
+_ROW_FIELDS = tuple(f.name for f in fields(ArtifactRow) if f.name not in ("cost", "backend", "share", "measured"))
 
 
 @dataclass
@@ -207,7 +229,18 @@ class LineageBatch:
         cols = {name: [getattr(a, name) for a in self.artifacts] for name in _ROW_FIELDS}
         cols["params"] = [json.dumps(v, sort_keys=True) for v in cols["params"]]
         cols["info"] = [json.dumps(v, sort_keys=True, default=str) for v in cols["info"]]
-        return _tables(cols, self.edges, self.scores)
+        tables = _tables(cols, self.edges, self.scores)
+        costed = [a for a in self.artifacts if a.cost is not None]
+        tables["costs"] = pa.table({
+            **{name: pa.array([getattr(a, name) for a in costed], pa.string()) for name in ("run_id", "backend")},
+            "artifact_id": pa.array([a.id for a in costed], pa.string()),
+            **{name: pa.array([getattr(a.cost, name) for a in costed], pa.float64())
+               for name in ("wall_s", "cpu_s", "peak_rss_mb", "gpu_s", "gpu_peak_mb")},
+            "device": pa.array([a.cost.device for a in costed], pa.string()),
+            "share": pa.array([a.share for a in costed], pa.float64()),
+            "measured": pa.array([a.measured for a in costed], pa.string()),
+            "seq": pa.array(range(len(costed)), type=pa.int64())}).select([*COST_COLUMNS, "seq"])
+        return tables
 
 
 _EDGE_COLUMNS = ("child_id", "parent_id", "role")
@@ -342,7 +375,8 @@ class Lineage:
                     if frag.suffix == ".json":
                         tables, materialization = _legacy_fragment(frag)
                     else:
-                        tables = {t: pq.read_table(frag / f"{t}.parquet") for t in ("artifacts", "edges", "scores")}
+                        tables = {t: pq.read_table(frag / f"{t}.parquet") for t in ("artifacts", "edges", "scores", "costs")
+                                  if t != "costs" or (frag / "costs.parquet").exists()}  # older fragments: no costs
                         materialization = json.loads((frag / "materialization.json").read_text())
                     con.execute("BEGIN")
                     self._apply(con, tables, materialization)
@@ -405,6 +439,11 @@ class Lineage:
             con.execute("INSERT OR REPLACE INTO score SELECT artifact_id, metric, value FROM fragment_scores "
                         "QUALIFY row_number() OVER (PARTITION BY artifact_id, metric ORDER BY seq DESC) = 1")
             con.unregister("fragment_scores")
+        if "costs" in tables and tables["costs"].num_rows:
+            con.register("fragment_costs", tables["costs"])
+            con.execute(f"INSERT OR REPLACE INTO artifact_cost SELECT {', '.join(COST_COLUMNS)} FROM fragment_costs "
+                        "QUALIFY row_number() OVER (PARTITION BY artifact_id ORDER BY seq DESC) = 1")
+            con.unregister("fragment_costs")
         if m:
             created = m.get("created_at") or now_iso()
             con.execute(

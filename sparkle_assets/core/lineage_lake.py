@@ -6,12 +6,13 @@ so this backend keeps the lineage in a DuckLake: the catalog in PostgreSQL (the 
 storage uses, schema ``sparkle_lineage``), the data as Parquet files on the shared store. Every write
 is one DuckLake transaction, a snapshot; PostgreSQL orders concurrent commits.
 
-Writers only append (to ``artifact_log``, ``edge_log``, ``score_log``, ``materialization_log``), so
+Writers only append (to ``artifact_log``, ``edge_log``, ``score_log``, ``cost_log``, ``materialization_log``), so
 concurrent writers never conflict; the contract's tables (`core.lineage.CONTRACT`: ``artifact``,
-``artifact_edge``, ``materialization``, ``score``, ``current_materialization``, ``current_artifact``,
+``artifact_edge``, ``materialization``, ``score``, ``artifact_cost``, ``current_materialization``, ``current_artifact``,
 ``quarantine``, ``pair_metric``) are views that apply the local backend's merge rules in commit
 order (DuckLake's ``snapshot_id`` of each row, then its order in the batch): a fresh artifact row
-overwrites, a reused one only updates the decision; an edge is recorded once; the last score wins;
+overwrites, a reused one only updates the decision; an edge is recorded once; the last score (and
+cost) wins;
 a materialization is recorded once; the current one of an asset partition is the latest by time.
 Every other method (walks, current artifacts, the dataset question) is the local backend's, over
 the same names. `snapshot(at)` attaches the lake as it was at a time (DuckLake keeps every snapshot),
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import duckdb
 
-from .lineage import (ARTIFACT_COLUMNS, CONSOLE_CONFIG, CONTRACT, VIEWS, Lineage, LineageBatch, LineageQueryError,
+from .lineage import (ARTIFACT_COLUMNS, CONSOLE_CONFIG, COST_COLUMNS, CONTRACT, VIEWS, Lineage, LineageBatch, LineageQueryError,
                       _rows, now_iso)
 
 METADATA_SCHEMA = "sparkle_lineage"
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS {LAKE}.artifact_log (
     id VARCHAR, kind VARCHAR, asset_key VARCHAR, partition VARCHAR, clip_id VARCHAR, theme VARCHAR, uri VARCHAR,
     bytes BIGINT, content_hash VARCHAR, code_version VARCHAR, params JSON, run_id VARCHAR, created_at TIMESTAMPTZ,
     status VARCHAR, reason VARCHAR, info JSON, fresh BOOLEAN, seq BIGINT);
+CREATE TABLE IF NOT EXISTS {LAKE}.cost_log (
+    artifact_id VARCHAR, run_id VARCHAR, wall_s DOUBLE, cpu_s DOUBLE, peak_rss_mb DOUBLE, device VARCHAR,
+    backend VARCHAR, gpu_s DOUBLE, gpu_peak_mb DOUBLE, share DOUBLE, measured VARCHAR, seq BIGINT);
 CREATE TABLE IF NOT EXISTS {LAKE}.edge_log (child_id VARCHAR, parent_id VARCHAR, role VARCHAR);
 CREATE TABLE IF NOT EXISTS {LAKE}.score_log (artifact_id VARCHAR, metric VARCHAR, value DOUBLE, seq BIGINT);
 CREATE TABLE IF NOT EXISTS {LAKE}.materialization_log (
@@ -67,6 +71,9 @@ CREATE OR REPLACE TEMP VIEW artifact_edge AS SELECT DISTINCT child_id, parent_id
 CREATE OR REPLACE TEMP VIEW score AS
     SELECT artifact_id, metric, value FROM {LAKE}.score_log
     QUALIFY row_number() OVER (PARTITION BY artifact_id, metric ORDER BY snapshot_id DESC, seq DESC) = 1;
+CREATE OR REPLACE TEMP VIEW artifact_cost AS
+    SELECT {', '.join(COST_COLUMNS)} FROM {LAKE}.cost_log
+    QUALIFY row_number() OVER (PARTITION BY artifact_id ORDER BY snapshot_id DESC, seq DESC) = 1;
 CREATE OR REPLACE TEMP VIEW materialization AS
     SELECT * EXCLUDE (snap) FROM ({_MATERIALIZATIONS});
 CREATE OR REPLACE TEMP VIEW current_materialization AS
@@ -223,6 +230,8 @@ class LakeLineage(Lineage):
                     con.execute(f"INSERT INTO {LAKE}.edge_log SELECT DISTINCT child_id, parent_id, role FROM batch_edges")
                 if tables["scores"].num_rows:
                     con.execute(f"INSERT INTO {LAKE}.score_log SELECT artifact_id, metric, value, seq FROM batch_scores")
+                if tables["costs"].num_rows:
+                    con.execute(f"INSERT INTO {LAKE}.cost_log SELECT * FROM batch_costs")
                 if m:
                     con.execute(f"INSERT INTO {LAKE}.materialization_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 [m["run_id"], m["asset_key"], m["partition"], m["code_version"], m["data_version"],

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, replace
 
 from .config import ConfigError
-from .executor import ClipExecutor, Outcome, measured
+from .executor import ClipExecutor, Outcome, measured, stopped_cost
 
 GPU_POOL = "gpu"  # the Dagster concurrency pool of the stages that load a model
 LOCAL_OBJECT_STORE_BYTES = 256 * 2 ** 20
@@ -150,7 +150,7 @@ class RayExecutor(ClipExecutor):
         if pool != GPU_POOL:
             return self
         return RayExecutor(self.address, replace(self.request, gpus=self.gpus_for_models, actors=True),
-                           self.local_cpus, self.gpus_for_models)
+                           self.local_cpus, self.gpus_for_models).with_time_limits(self.time_limits)
 
     def map(self, fn, items, timeout=None):
         if not items:
@@ -172,16 +172,19 @@ class RayExecutor(ClipExecutor):
         results: list[Outcome | None] = [None] * len(items)
         queue = list(range(len(items)))[::-1]
         running: dict = {}  # ref -> (index, deadline)
+        started: dict[int, float] = {}
         try:
             while queue or running:
                 while queue and len(running) < width:
                     i = queue.pop()
                     running[task.remote(fn, items[i], self._threads)] = (i, time.monotonic() + timeout if timeout else None)
+                    started[i] = time.monotonic()
                 for ref, outcome, _ in self._collect(running):
                     results[running.pop(ref)[0]] = outcome
                 for ref in [r for r, (_, d) in running.items() if d is not None and time.monotonic() >= d]:
                     ray.cancel(ref, force=True)  # kills the worker process running it
-                    results[running.pop(ref)[0]] = Outcome(error=f"timed out after {timeout:g} s")
+                    i = running.pop(ref)[0]
+                    results[i] = Outcome(error=f"timed out after {timeout:g} s", cost=stopped_cost(started[i]))
         except BaseException:
             for ref in running:  # Ctrl-C or a cancelled run: stop every clip in flight
                 ray.cancel(ref, force=True)
@@ -196,11 +199,13 @@ class RayExecutor(ClipExecutor):
         results: list[Outcome | None] = [None] * len(items)
         queue = list(range(len(items)))[::-1]
         running: dict = {}  # ref -> (index, deadline, actor)
+        started: dict[int, float] = {}
         try:
             while queue or running:
                 while queue and idle:
                     i, actor = queue.pop(), idle.pop()
                     running[actor.run.remote(fn, items[i])] = (i, time.monotonic() + timeout if timeout else None, actor)
+                    started[i] = time.monotonic()
                 for ref, outcome, died in self._collect(running):
                     i, _, actor = running.pop(ref)
                     results[i] = outcome
@@ -210,7 +215,7 @@ class RayExecutor(ClipExecutor):
                 for ref in [r for r, (_, d, _) in running.items() if d is not None and time.monotonic() >= d]:
                     i, _, actor = running.pop(ref)
                     ray.kill(actor)  # the only way to stop a running actor call
-                    results[i] = Outcome(error=f"timed out after {timeout:g} s")
+                    results[i] = Outcome(error=f"timed out after {timeout:g} s", cost=stopped_cost(started[i]))
                     idle.append(actor_class.remote(self._threads))
         finally:  # done, Ctrl-C or a cancelled run: the step's actors (and their models) go
             for actor in idle + [a for _, _, a in running.values()]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import ConfigError, StageConfig
+from .costs import full_costs
 from .lineage import ArtifactRow, Lineage, LineageBatch
 from .readers import ROLES
 from .stage import Stage
@@ -51,6 +52,14 @@ def curated_records(db: Lineage, theme: str, status: str) -> tuple[list[dict], d
             continue
         out.append({"pair": pair, "rows": rows, "task": task_id(theme, cid)})
     return out, skipped
+
+
+def pair_costs(db: Lineage, records: list[dict]) -> dict[str, dict]:
+    """task id -> what the pair cost up to its curation (core.costs: the full cost of its
+    `curated_pair` decision, in wall, CPU and GPU seconds, with the wall seconds by stage)."""
+    costs = full_costs(db, [rec["pair"]["id"] for rec in records]) if records else {}
+    return {rec["task"]: {**costs[rec["pair"]["id"]].total, "by_stage_wall_s": {
+        stage: c["wall_s"] for stage, c in costs[rec["pair"]["id"]].by_stage.items()}} for rec in records}
 
 
 def remove_stale(root: Path, folders: list[str], keep: set[str]) -> int:

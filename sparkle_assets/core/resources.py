@@ -10,6 +10,8 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
   ``SPARKLE_TORCH_THREADS`` (torch/BLAS threads per worker, default 1); for Ray
   ``SPARKLE_RAY_ADDRESS`` (environment only; unset: a local cluster), ``SPARKLE_RAY_CPUS`` per clip and
   ``SPARKLE_RAY_GPUS`` per clip of a model stage (default 1 when ``SPARKLE_DEVICE`` is CUDA, else 0);
+- ``SPARKLE_CLIP_TIME_LIMIT`` (seconds a clip may take in a stage, default 1800) and
+  ``SPARKLE_CLIP_TIME_LIMITS`` (per stage: ``edited_videos=3600,pair_scores=600``);
 - ``SPARKLE_MASK_BACKEND`` (``classical`` or ``sam2``), ``SPARKLE_SAM2_CHECKPOINT``, ``SPARKLE_DEVICE``;
   ``SPARKLE_SAM2_CONFIG`` and ``SPARKLE_SAM2_RANDOM_WEIGHTS`` are read from the environment only;
 - ``SPARKLE_GROUNDING`` (``classical``, ``vlm`` or ``detector``), ``SPARKLE_DETECTOR_DIR``,
@@ -30,6 +32,7 @@ Defaults come from environment variables so that the CLI, `dagster dev` and test
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -45,6 +48,7 @@ from .lineage import Lineage, open_lineage
 from .sources import SourceItem, discover
 from .store import ArtifactStore, contained
 
+DEFAULT_CLIP_TIME_LIMIT_S = 1800.0
 
 SAM2_DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
@@ -105,7 +109,13 @@ class ClipExecutorResource(dg.ConfigurableResource):
     send clips elsewhere), else a local cluster with `workers` CPUs; `ray_cpus` per clip, and
     `ray_gpus` per clip of the model stages (pool `gpu`). `threads`: torch's (and BLAS's) threads in
     each pool worker, or in the step's process for `in_process` (default 1: with a worker per core,
-    more threads only compete; pyiqa's FSIM takes about 15x longer with 2 than with 1)."""
+    more threads only compete; pyiqa's FSIM takes about 15x longer with 2 than with 1).
+
+    Stragglers: a clip that takes longer than `clip_time_limit_s` in one stage (env
+    `SPARKLE_CLIP_TIME_LIMIT`, default 1800 s, generous for the CPU backends), or than its stage's
+    entry in `stage_time_limits` (env `SPARKLE_CLIP_TIME_LIMITS`, e.g. `edited_videos=3600,pair_scores=600`),
+    is stopped and recorded failed `timed out after N s` (the in-process executor does not enforce it).
+    Limits must be between 1 s and 1 day."""
 
     THREADS: ClassVar[Range] = Range(1, 256)
     kind: str = "process_pool"
@@ -113,13 +123,32 @@ class ClipExecutorResource(dg.ConfigurableResource):
     threads: int = 1
     ray_cpus: float = 1.0
     ray_gpus: float = 0.0
+    clip_time_limit_s: float = DEFAULT_CLIP_TIME_LIMIT_S
+    stage_time_limits: str = ""
+
+    def time_limits(self) -> dict[str, float]:
+        """stage name -> seconds ("*": every other stage); ConfigError naming the bad entry."""
+        limits = {"*": self.clip_time_limit_s}
+        for entry in filter(None, (e.strip() for e in self.stage_time_limits.split(","))):
+            stage, _, seconds = entry.partition("=")
+            try:
+                limits[stage.strip()] = float(seconds)
+            except ValueError:
+                raise ConfigError(f"clip_executor.stage_time_limits: {entry[:80]!r} is not STAGE=SECONDS") from None
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,63}", stage.strip()):
+                raise ConfigError(f"clip_executor.stage_time_limits: {stage.strip()[:80]!r} is not a stage name")
+        return limits
 
     def executor(self) -> ClipExecutor:
         if self.threads not in self.THREADS:
             raise ConfigError(f"clip_executor.threads (SPARKLE_TORCH_THREADS) must be {self.THREADS}, "
                               f"got {self.threads}")
-        return make_executor(self.kind, self.workers, self.threads, ray_address=os.environ.get("SPARKLE_RAY_ADDRESS"),
-                             ray_cpus=self.ray_cpus, ray_gpus=self.ray_gpus)
+        executor = make_executor(self.kind, self.workers, self.threads, ray_address=os.environ.get("SPARKLE_RAY_ADDRESS"),
+                                 ray_cpus=self.ray_cpus, ray_gpus=self.ray_gpus)
+        try:
+            return executor.with_time_limits(self.time_limits())
+        except ValueError as exc:
+            raise ConfigError(f"clip_executor: {exc}") from None
 
 
 class MaskBackendResource(dg.ConfigurableResource):
@@ -333,6 +362,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             kind=os.environ.get("SPARKLE_EXECUTOR", "process_pool"), workers=int(os.environ.get("SPARKLE_WORKERS", "2")),
             threads=env_int("SPARKLE_TORCH_THREADS", 1),
             ray_cpus=float(os.environ.get("SPARKLE_RAY_CPUS", "1")),
+            clip_time_limit_s=float(os.environ.get("SPARKLE_CLIP_TIME_LIMIT", DEFAULT_CLIP_TIME_LIMIT_S)),
+            stage_time_limits=os.environ.get("SPARKLE_CLIP_TIME_LIMITS", ""),
             ray_gpus=float(os.environ.get("SPARKLE_RAY_GPUS",
                                           "1" if os.environ.get("SPARKLE_DEVICE", "cpu").startswith("cuda") else "0"))),
         "mask_backend": MaskBackendResource(

@@ -6,7 +6,9 @@ stage module makes. From it follow:
 - its Dagster deps (the assets that hold the roles it reads, `core.readers.ROLES`), group
   (`theme_independent` or `theme`), partitions (the `theme` dynamic partition), pool and kinds;
 - the per-clip inputs it is given (`Stage.inputs`: the current rows of every role, per clip);
-- the input data versions its materialization records (`Stage.finish`);
+- the input data versions its materialization records, and its compute accounting (`Stage.finish`:
+  what the step computed, what reusing saved, how many clips timed out; see `core.costs`);
+- the per-clip time limit of its steps (`Stage.run`: the executor's `time_limit` for the stage);
 - the failure wrapper: a per-theme stage's partition name is validated (`core.themes.check_theme_name`)
   and its config range-checked before the body runs, and a `ConfigError` (bad config, unusable
   backend settings, invalid theme file or partition name) fails the step with one line naming
@@ -26,6 +28,7 @@ import dagster as dg
 
 from .clipstep import ClipInput, Companion, StepReport, data_version_of, run_clip_step
 from .config import StageConfig, config_failures
+from .costs import record_step_costs, step_clock
 from .executor import ClipExecutor
 from .lineage import UNPARTITIONED, Lineage, LineageBatch, now_iso
 from .readers import ROLES, rows_by_clip
@@ -73,7 +76,8 @@ class Stage:
                     for value in [*args, *kwargs.values()]:
                         if isinstance(value, StageConfig):
                             value.check()
-                    return fn(context, *args, **kwargs)
+                    with step_clock().running():
+                        return fn(context, *args, **kwargs)
 
             return dg.asset(name=self.name, deps=self.deps, code_version=self.code_version,
                             group_name=self.group or ("theme" if self.per_theme else "theme_independent"),
@@ -106,24 +110,28 @@ class Stage:
                              code_version=code_version or self.code_version, params=params,
                              asset_key=self.name, run_id=context.run_id, partition=part,
                              theme=part or None, executor=executor.for_pool(context.op_def.pool),
-                             companions=companions)
+                             companions=companions, timeout=executor.time_limit(self.name))
 
     def finish(self, context: dg.AssetExecutionContext, db: Lineage, batch: LineageBatch, *,
                output_ids: Sequence[str], summary: dict, metadata: dict,
-               all_ids: Sequence[str] | None = None) -> dg.MaterializeResult:
+               all_ids: Sequence[str] | None = None,
+               report: Callable[[Lineage], dict] | None = None) -> dg.MaterializeResult:
         """Write the step's lineage (artifacts, edges, materialization) and build its result.
 
         The data version is the hash of `output_ids`, the artifacts downstream steps read, so an
         unchanged re-run marks nothing downstream stale. The recorded input data versions are those
-        of the latest materializations of every asset this stage reads.
+        of the latest materializations of every asset this stage reads. `report(db)` gives more
+        metadata, read from the lineage once this step's rows are in it.
         """
         part = self.partition(context)
         version = data_version_of(output_ids)
         inputs = {}
         with db.session():
+            accounting = record_step_costs(db, batch)
             for role in self.input_roles:
                 key, p = ROLES[role].asset, ROLES[role].partition(part or None)
                 inputs[key] = (db.latest_materialization(key, p) or {}).get("data_version")
+        summary, metadata = {**summary, **accounting}, {**metadata, **accounting}
         batch.materialization = {
             "run_id": context.run_id, "asset_key": self.name, "partition": part, "code_version": self.code_version,
             "data_version": version, "input_data_versions": inputs, "created_at": now_iso(),
@@ -132,6 +140,8 @@ class Stage:
         }
         db.write(batch)
         context.log.info(f"{self.name}[{part or '-'}]: {summary}")
+        if report is not None:
+            metadata = {**metadata, **report(db)}
         return dg.MaterializeResult(
             metadata={**metadata, "lineage_db": dg.MetadataValue.text(db.where)},
             data_version=dg.DataVersion(version))

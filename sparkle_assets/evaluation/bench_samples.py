@@ -120,10 +120,11 @@ def bench_samples(context: dg.AssetExecutionContext, bench: BenchResource, theme
     jobs = [IngestJob(str(store.root), c.path, c.sample, c.origin, c.prompt, ingest, hashes) for c in external]
     for c, job, outcome in zip(external, jobs, executor.map(ingest_source, jobs)):
         if not outcome.ok:
-            batch.artifacts.append(failed_ingest_row(job, outcome.error, "bench_samples", run_id, theme_name, theme_name))
+            batch.artifacts.append(failed_ingest_row(job, outcome.error, "bench_samples", run_id, theme_name, theme_name,
+                                                     cost=outcome.cost))
             dropped[c.sample] = f"ingest failed: {outcome.error}"
             continue
-        rows, edges = ingest_rows(job, outcome.value, "bench_samples", run_id, theme_name, theme_name)
+        rows, edges = ingest_rows(job, outcome.value, "bench_samples", run_id, theme_name, theme_name, cost=outcome.cost)
         batch.artifacts += rows
         batch.edges += edges
         if outcome.value.status != "ok":

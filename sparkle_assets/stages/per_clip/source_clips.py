@@ -29,7 +29,8 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
     store = artifact_store.store()
     hashes = str(hash_dir(artifact_store.home))
     jobs = [IngestJob(str(store.root), it.path, it.clip_id, it.origin, it.prompt, params, hashes) for it in items]
-    outcomes = clip_executor.executor().map(ingest_source, jobs)
+    executor = clip_executor.executor()
+    outcomes = executor.map(ingest_source, jobs, timeout=executor.time_limit(STAGE.name))
 
     run_id, batch = context.run_id, LineageBatch()
     counts = {"files": len(jobs), "clips": 0, "computed": 0, "reused": 0, "quarantined": 0, "failed": 0}
@@ -38,10 +39,10 @@ def source_clips(context: dg.AssetExecutionContext, config: SourceClipsConfig, s
         if not outcome.ok:  # an unexpected error: recorded, counted, retried next run
             counts["failed"] += 1
             quarantined.append((job.clip_id, f"failed: {outcome.error}"))
-            batch.artifacts.append(failed_ingest_row(job, outcome.error, "source_clips", run_id))
+            batch.artifacts.append(failed_ingest_row(job, outcome.error, "source_clips", run_id, cost=outcome.cost))
             continue
         res: IngestResult = outcome.value
-        rows, edges = ingest_rows(job, res, "source_clips", run_id)
+        rows, edges = ingest_rows(job, res, "source_clips", run_id, cost=outcome.cost)
         batch.artifacts += rows
         batch.edges += edges
         if res.status != "ok":

@@ -6,8 +6,10 @@ metadata JSONL), with its videos and the pipeline's intermediates under `interme
 (copies otherwise), each placed atomically; CSV and JSONL files are written after the files they
 name, and files of pairs no longer curated are removed last. `release_manifest/{theme}.json` lists
 each row's files with their sha256 and the lineage ids behind it, plus a content hash of the whole
-theme. Rows whose masks followed VLM or detector boxes also get their lines in
-`foreground_grounding_r1.jsonl` / `_r2.jsonl`. Nothing is decoded: this runs nightly after `curated_pairs`.
+theme, and what each pair cost (core.costs; not part of the content hash). Rows whose masks followed
+VLM or detector boxes also get their lines in `foreground_grounding_r1.jsonl` / `_r2.jsonl`. Its
+metadata shows the theme's yield and cost funnel (core.funnel). Nothing is decoded: this runs
+nightly after `curated_pairs`.
 """
 
 import hashlib
@@ -22,7 +24,9 @@ from sparkle_bench.sparkle_format import (GROUNDING_FILES, INTERMEDIATES, SCORE_
 
 from ...core.lineage import now_iso
 from ...core.readers import ROLES
-from ...core.release import ExportConfig, curated_records, export_root, record_rows, release_stage, remove_stale
+from ...core.funnel import funnel_metadata
+from ...core.release import (ExportConfig, curated_records, export_root, pair_costs, record_rows, release_stage,
+                             remove_stale)
 from ...core.resources import ArtifactStoreResource, LineageResource
 from ...core.stage import Stage
 from ...core.store import atomic_write_bytes, canonical_json, contained, publish_file
@@ -55,9 +59,10 @@ def score_records(task: str, rows: dict) -> dict[str, dict]:
 
 
 def export_theme(store, theme: str, records: list[dict], root: Path,
-                 groundings: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
+                 groundings: dict[str, dict] | None = None, costs: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
     """Write one theme's release files; returns (manifest rows, manifest). `groundings`: clip id ->
-    the current `foreground_grounding` row, for the clips that have one."""
+    the current `foreground_grounding` row, for the clips that have one; `costs`: task -> what the
+    pair cost (`core.release.pair_costs`), each row's `cost` in the manifest, outside its content hash."""
     groundings = groundings or {}
     manifest_rows, train, meta, jsonl = [], [], [], {}
     for rec in records:
@@ -97,6 +102,7 @@ def export_theme(store, theme: str, records: list[dict], root: Path,
                 "files": listing}
     manifest["content_hash"] = hashlib.sha256(canonical_json({"rows": manifest_rows, "files": listing}).encode()
                                               ).hexdigest()
+    manifest["rows"] = [{**row, "cost": (costs or {}).get(row["task"])} for row in manifest_rows]
     atomic_write_bytes(contained(root, "release_manifest", f"{theme}.json"), json.dumps(manifest, indent=1).encode())
     folders = [f"{theme}/source_video", f"{theme}/edited_video"] + \
         [f"intermediate_data/{theme}/{folder}" for folder, _ in INTERMEDIATES.values()]
@@ -113,7 +119,8 @@ def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, art
     store, db = artifact_store.store(), lineage.lineage()
     root = export_root(config.root, artifact_store.home, "dataset")
     records, skipped = curated_records(db, theme, "ok")
-    manifest_rows, manifest = export_theme(store, theme, records, root, ROLES["grounding"].rows(db, theme))
+    manifest_rows, manifest = export_theme(store, theme, records, root, ROLES["grounding"].rows(db, theme),
+                                           pair_costs(db, records))
     batch = record_rows(records, "dataset_row", "sparkle_dataset", theme, context.run_id, {"root": str(root)},
                         [{"task": m["task"], "tgt_video_sha256": m["files"]["tgt_video"]["sha256"]}
                          for m in manifest_rows])
@@ -123,7 +130,7 @@ def sparkle_dataset(context: dg.AssetExecutionContext, config: ExportConfig, art
                 "content_hash": manifest["content_hash"], "skipped_pairs": dg.MetadataValue.json(skipped)}
     return STAGE.finish(context, db, batch, output_ids=[a.id for a in batch.artifacts],
                         summary={**summary, "root": str(root), "content_hash": manifest["content_hash"]},
-                        metadata=metadata)
+                        metadata=metadata, report=lambda db: funnel_metadata(db, artifact_store.home, theme))
 
 
 @dg.asset_check(asset=sparkle_dataset, partitions_def=theme_partitions, blocking=True,
