@@ -1,6 +1,6 @@
 """Lineage and store at scale: a synthetic lineage of ~1M artifacts, ~2M edges and ~5M scores
 written through the project's own `Lineage`, and the operations users hit, timed against the
-implementation of a baseline revision (default `main`) in the same run.
+implementation of a baseline revision (default fd01915, the code before this work) in the same run.
 
     .venv/bin/python benchmarks/scale.py                      # 140K pairs (~1M artifacts), ~10 min
     .venv/bin/python benchmarks/scale.py --pairs 20000        # a quicker look
@@ -141,7 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=140_000)
     ap.add_argument("--chunk", type=int, default=20_000, help="pairs per lineage write (one step's batch)")
-    ap.add_argument("--baseline-rev", default="main")
+    ap.add_argument("--baseline-rev", default="fd01915", help="the code before the scale work (issue 15)")
     ap.add_argument("--baseline-pairs", type=int, default=2_000, help="pairs written with the baseline (it is slow)")
     ap.add_argument("--lookups", type=int, default=5_000)
     ap.add_argument("--workdir", default=None)

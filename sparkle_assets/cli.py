@@ -389,7 +389,7 @@ def cmd_cost(args) -> int:
         print(f"no lineage database at {db.where}: run `sparkle run` first", file=sys.stderr)
         return 2
     with db.session():
-        seeds = db._seeds(args.ref)
+        seeds = db.seeds(args.ref)
         if len(seeds) != 1:
             print(f"{args.ref!r} matches {len(seeds)} artifacts: give one artifact id (or a unique prefix)",
                   file=sys.stderr)

@@ -616,7 +616,9 @@ class Lineage:
                         "source_clip": clip.get("id"), "source_file": file.get("uri")})
         return sorted(out, key=lambda x: (x["theme"] or "", x["task"] or "", x["dataset_row"]))
 
-    def _seeds(self, ref: str) -> list[str]:
+    def seeds(self, ref: str) -> list[str]:
+        """The artifact ids a user's reference names: an artifact id, a clip id (its source file and
+        clip), or an id prefix of 6+ characters."""
         rows = self.query("SELECT id FROM artifact WHERE id = ?", [ref])
         if not rows:
             rows = self.query("SELECT id FROM artifact WHERE clip_id = ? AND kind IN ('source_file', 'source_clip')",
@@ -635,7 +637,7 @@ class Lineage:
 
     def _walk(self, ref: str, down: bool) -> list[dict]:
         with self.session():
-            seeds = self._seeds(ref)
+            seeds = self.seeds(ref)
             if not seeds:
                 raise KeyError(f"no artifact or clip matches {ref!r}")
             depth = self._walk_ids(seeds, down)
