@@ -40,14 +40,10 @@ from ..core.lineage import ArtifactRow, Lineage, LineageBatch, now_iso
 from ..core.resources import ArtifactStoreResource, LineageResource
 from ..core.store import (ArtifactStore, StoredArtifact, artifact_id, atomic_write_bytes, canonical_json, contained,
                           file_sha256, publish_file)
+from .checkpoint_files import CODE_VERSION, COMPANIONS, KIND, companion_id
 from .run_configs import TrainingConfig, load_run_config, run_config_partitions
 from .trainer import EditorTrainerResource, LivePipesSubprocessClient
 
-CODE_VERSION = "editor_checkpoint-1"
-KIND = "editor_checkpoint"
-# companion kind -> (file name in the checkpoint folder, extension)
-COMPANIONS = {"editor_config": ("editor_config.json", "json"), "editor_data_manifest": ("data_manifest.json", "json"),
-              "editor_loss": ("loss.json", "json"), "editor_loss_curve": ("loss.png", "png")}
 RETRAIN_CONDITION = dg.AutomationCondition.eager()
 
 
@@ -114,10 +110,6 @@ def stored_checkpoint(store: ArtifactStore, ckpt_id: str) -> tuple[StoredArtifac
     if main is None or not all(extra.values()):
         return None
     return main, extra  # type: ignore[return-value]
-
-
-def companion_id(kind: str, ckpt_id: str) -> str:
-    return artifact_id(kind, {"checkpoint": ckpt_id}, CODE_VERSION, {})
 
 
 def commit_checkpoint(store: ArtifactStore, ckpt_id: str, final: Path, result: dict, manifest: dict,

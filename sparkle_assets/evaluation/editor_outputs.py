@@ -27,7 +27,7 @@ from ..core.reports import pick_frames, sheet_metadata
 from ..core.resources import ArtifactStoreResource, LineageResource
 from ..core.store import ArtifactStore, artifact_id, atomic_write_bytes, canonical_json, contained, publish_file
 from ..core.themes import check_theme_name, theme_partitions
-from .editor_checkpoint import COMPANIONS, KIND as CHECKPOINT, companion_id
+from .checkpoint_files import COMPANIONS, KIND as CHECKPOINT, companion_id
 from .run_configs import load_run_config
 from .trainer import EditorTrainerResource, LivePipesSubprocessClient
 
