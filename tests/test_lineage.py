@@ -155,3 +155,44 @@ def test_curation_decision_with_and_without_filters(tmp_path):
     assert [r["reason"] for r in decide_pairs(lineage, ["p1", "p2"], {})] == [None, None]  # every filter off
     rows = decide_pairs(lineage, ["p1", "p2"], {"min_edit_score": ("edit_score", ">=", 8.0)})
     assert [r["reason"] for r in rows] == [None, "edit_score 7.000 (need >= 8.0)"]
+
+
+def _write_one(path: str, aid: str) -> float:
+    """Write one artifact to the lineage at `path`; how long the write took."""
+    import time
+
+    start = time.monotonic()
+    Lineage(path).write(LineageBatch(artifacts=[ArtifactRow(id=aid, kind="clip", asset_key="a")]))
+    return time.monotonic() - start
+
+
+def test_kept_read_connection_never_hides_writes_or_blocks_writers(tmp_path, monkeypatch):
+    """A process keeps its read connection between queries, yet a writer in another process (or a
+    forked child) does not wait for the keep-alive, and the next read sees what it wrote."""
+    import time
+
+    from sparkle_assets.core import lineage as lineage_mod
+
+    monkeypatch.setattr(lineage_mod, "READ_KEEPALIVE_S", 60.0)
+    path = str(tmp_path / "lineage.duckdb")
+    db = Lineage(path)
+    db.write(LineageBatch(artifacts=[ArtifactRow(id="first", kind="clip", asset_key="a")]))
+    assert [r["id"] for r in db.query("SELECT id FROM artifact")] == ["first"]
+    kept = lineage_mod._READERS._readers[db.db_path]
+    assert db.query("SELECT count(*) AS n FROM artifact") == [{"n": 1}]
+    assert lineage_mod._READERS._readers[db.db_path] is kept  # the same connection, not reopened
+
+    for context, aid in (("spawn", "from_spawned"), ("fork", "from_forked")):
+        db.query("SELECT 1")  # a connection kept open, holding the shared lock
+        with multiprocessing.get_context(context).Pool(1) as pool:
+            took = pool.apply(_write_one, (path, aid))
+        assert took < 30, f"a {context} writer waited {took:.1f}s for an idle reader"
+        assert aid in {r["id"] for r in db.query("SELECT id FROM artifact")}
+    assert not (tmp_path / "lineage.writer").exists()
+
+    db.query("SELECT 1")
+    monkeypatch.setattr(lineage_mod, "READ_KEEPALIVE_S", 0.2)
+    deadline = time.monotonic() + 10
+    while db.db_path in lineage_mod._READERS._readers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert db.db_path not in lineage_mod._READERS._readers, "an idle read connection outlived its keep-alive"

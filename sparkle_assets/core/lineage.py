@@ -26,14 +26,19 @@ step never writes the database directly: it writes a *fragment* (a folder of Par
 into place complete) and then merges every pending fragment under an exclusive file lock, in bulk
 (one insert per table and fragment). Merging is idempotent (upserts keyed by id), so a fragment
 merged twice, or merged by another process, changes nothing. Readers take a shared lock and open the
-database read-only; `session()` keeps one read connection for a burst of queries.
+database read-only; a process keeps that connection for `READ_KEEPALIVE_S` after its last query (opening
+a DuckDB file costs more than a lookup in it) unless a writer is waiting, and `session()` holds one for a
+burst of queries.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
+import gc
 import json
+import json.scanner
 import os
 import shutil
 import threading
@@ -179,6 +184,41 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
 _ARROW_TYPES = {"bytes": pa.int64(), "fresh": pa.bool_()}
 
 
+# artifact rows as Python dicts, fast enough for a 140K-row partition (what every step reads first)
+_ARTIFACT_SELECT = ", ".join("epoch_us(a.created_at) AS created_at" if c == "created_at" else f"a.{c}"
+                             for c in ARTIFACT_COLUMNS)
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())
+
+
+def _json_object(text: str | None):
+    """A JSON column's value ({} when empty), parsed by json's C scanner without json.loads's wrappers."""
+    if not text:
+        return {}
+    value, end = _scan_json(text, 0)
+    if end != len(text):
+        raise json.JSONDecodeError("extra data", text, end)
+    return value
+
+
+def _artifact_rows(table: pa.Table) -> list[dict]:
+    """Artifact rows (selected with `_ARTIFACT_SELECT`) as dicts: params and info parsed, created_at
+    an aware UTC datetime. Column by column, with the cyclic garbage collector paused: building
+    100K+ dicts otherwise triggers full collections over everything allocated so far."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        cols["params"] = [_json_object(v) for v in cols["params"]]
+        cols["info"] = [_json_object(v) for v in cols["info"]]
+        utc, from_ts = timezone.utc, datetime.fromtimestamp  # exact to the microsecond before year 2200
+        cols["created_at"] = [None if us is None else from_ts(us / 1e6, utc) for us in cols["created_at"]]
+        names = list(cols)
+        return [dict(zip(names, values)) for values in zip(*cols.values())]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -285,6 +325,145 @@ def open_lineage(home: str | os.PathLike) -> Lineage:
     raise ValueError(f"SPARKLE_LINEAGE must be 'duckdb' or 'ducklake', got {backend!r}")
 
 
+READ_KEEPALIVE_S = 1.0  # how long a process keeps an idle read connection open
+
+
+def _flock(fh, mode: int, timeout: float, what: Path) -> None:
+    """flock with a deadline (polling, so a dead holder's lock is noticed as soon as it goes)."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"lineage database {what} stayed locked for {timeout}s") from None
+            time.sleep(delay)
+            delay = min(0.1, delay * 2)
+
+
+class _Reader:
+    """One read-only connection to a lineage file with its shared lock, lent out as cursors."""
+
+    def __init__(self, db_path: Path, lock_path: Path):
+        self.lock = open(lock_path, "a+")
+        try:
+            _flock(self.lock, fcntl.LOCK_SH, 600.0, db_path)
+            self.con = _connect(db_path, read_only=True)
+        except BaseException:
+            self.lock.close()
+            raise
+        self.users, self.last_use, self.retired = 0, time.monotonic(), False
+
+    def close(self) -> None:
+        self.con.close()
+        fcntl.flock(self.lock, fcntl.LOCK_UN)
+        self.lock.close()
+
+
+class _ReadConnections:
+    """The process's read connections, one per lineage file, kept `READ_KEEPALIVE_S` after their last
+    use. A writer announces itself with a marker file (`<db>.writer`) before it waits for the lock;
+    an idle reader then closes within `_TICK` and new reads open and close their own connection, as
+    they do while the marker stays. Forked children forget the parent's connections."""
+
+    _TICK = 0.05
+
+    def __init__(self):
+        self._readers: dict[Path, _Reader] = {}
+        self._mutex = threading.Lock()
+        self._reaper: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    @contextlib.contextmanager
+    def cursor(self, db_path: Path, lock_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+        writer_waiting = _writer_marker(db_path).exists()
+        with self._mutex:
+            reader = self._readers.get(db_path)
+            if reader is not None and writer_waiting:
+                self._retire(db_path)
+                reader = None
+            if reader is not None:
+                reader.users += 1
+        if reader is None:
+            reader = _Reader(db_path, lock_path)  # outside the mutex: it may wait for a writer
+            reader.users = 1
+            with self._mutex:
+                if writer_waiting or db_path in self._readers:
+                    reader.retired = True  # used once, closed when given back
+                else:
+                    self._readers[db_path] = reader
+                    self._start_reaper()
+        cur = reader.con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+            self._give_back(reader)
+
+    def release(self, db_path: Path) -> None:
+        """Close this process's connection to `db_path` (at once if idle, else when given back)."""
+        with self._mutex:
+            self._retire(db_path)
+
+    def _give_back(self, reader: _Reader) -> None:
+        with self._mutex:
+            reader.users -= 1
+            reader.last_use = time.monotonic()
+            done = reader.retired and reader.users == 0
+        if done:
+            reader.close()
+
+    def _retire(self, db_path: Path) -> None:  # with the mutex held
+        reader = self._readers.pop(db_path, None)
+        if reader is not None:
+            reader.retired = True
+            if reader.users == 0:
+                reader.close()
+
+    def _start_reaper(self) -> None:  # with the mutex held
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap, name="lineage-readers", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(self._TICK)
+            with self._mutex:
+                now = time.monotonic()
+                for path, reader in list(self._readers.items()):
+                    if reader.users == 0 and (now - reader.last_use > READ_KEEPALIVE_S
+                                              or _writer_marker(path).exists()):
+                        self._retire(path)
+                if not self._readers:
+                    self._reaper = None
+                    return
+
+    def close_all(self) -> None:
+        with self._mutex:
+            for path in list(self._readers):
+                self._retire(path)
+
+    def _forget(self) -> None:
+        """In a forked child: close the inherited connections (DuckDB allows one configuration per
+        file and process) and the child's copies of the lock files, without unlocking: the lock
+        is the parent's, which unlocks it when it closes its own connection."""
+        self._mutex = threading.Lock()
+        for reader in self._readers.values():
+            with contextlib.suppress(duckdb.Error):
+                reader.con.close()
+            reader.lock.close()
+        self._readers, self._reaper = {}, None
+
+
+def _writer_marker(db_path: Path) -> Path:
+    return db_path.with_suffix(".writer")
+
+
+_READERS = _ReadConnections()
+atexit.register(_READERS.close_all)
+
+
 class Lineage:
     """The lineage database of one project home, with fragment-based safe writes.
 
@@ -317,24 +496,23 @@ class Lineage:
     # -- locking ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, exclusive: bool, timeout: float = 600.0) -> Iterator[None]:
+        """The file lock; an exclusive taker first sets the writer marker, so that idle read
+        connections kept by other processes close instead of waiting out their keep-alive."""
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        marker = _writer_marker(self.db_path)
         with open(self.lock_path, "a+") as fh:
-            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            deadline = time.monotonic() + timeout
-            delay = 0.005
-            while True:
-                try:
-                    fcntl.flock(fh, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"lineage database {self.db_path} stayed locked for {timeout}s")
-                    time.sleep(delay)
-                    delay = min(0.1, delay * 2)
+            if exclusive:
+                _READERS.release(self.db_path)
+                marker.touch()
             try:
-                yield
+                _flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.db_path)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                if exclusive:
+                    marker.unlink(missing_ok=True)
 
     # -- writes -------------------------------------------------------------------------------
     def stage(self, batch: LineageBatch) -> Path:
@@ -466,21 +644,32 @@ class Lineage:
     # -- reads --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self, console: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection (pending fragments are merged first); inside `session()`, the
-        session's connection. `console=True`: always its own connection, also with no file system,
-        no extensions and a locked configuration (`CONSOLE_CONFIG`), for SQL typed by a user."""
+        """A read-only connection (pending fragments are merged first): inside `session()`, the
+        session's; else a cursor on the process's kept read connection (`_ReadConnections`).
+        `console=True`: always its own connection, also with no file system, no extensions and a
+        locked configuration (`CONSOLE_CONFIG`), for SQL typed by a user."""
         held = getattr(self._session, "con", None)
         if held is not None and not console:
             yield held
             return
         if self.pending() or not self.db_path.exists():
             self.merge()
+        if not console:
+            with _READERS.cursor(self.db_path, self.lock_path) as cur:
+                yield cur
+            return
+        _READERS.release(self.db_path)  # DuckDB opens a file once per process, with one configuration
         with self._locked(exclusive=False):
-            con = _connect(self.db_path, read_only=True, config=CONSOLE_CONFIG if console else {})
+            con = _connect(self.db_path, read_only=True, config=CONSOLE_CONFIG)
             try:
                 yield con
             finally:
                 con.close()
+
+    def release(self) -> None:
+        """Close this process's kept read connection to the file now (before opening the file some
+        other way in this process, e.g. to write it directly)."""
+        _READERS.release(self.db_path)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Lineage]:
@@ -520,7 +709,7 @@ class Lineage:
     def current_artifacts(self, asset_key: str, partition: str = UNPARTITIONED,
                           status: str | None = "ok", kind: str | None = None) -> list[dict]:
         """The artifacts of an asset's latest materialization (optionally of one status / kind)."""
-        sql = ("SELECT a.* FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
+        sql = (f"SELECT {_ARTIFACT_SELECT} FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
                "WHERE c.asset_key = ? AND c.partition = ?")
         params: list = [asset_key, partition]
         if status is not None:
@@ -529,11 +718,8 @@ class Lineage:
         if kind is not None:
             sql += " AND a.kind = ?"
             params.append(kind)
-        rows = self.query(sql + " ORDER BY a.clip_id, a.id", params)
-        for r in rows:
-            r["params"] = json.loads(r["params"]) if r["params"] else {}
-            r["info"] = json.loads(r["info"]) if r["info"] else {}
-        return rows
+        with self.connect() as con:
+            return _artifact_rows(con.execute(sql + " ORDER BY a.clip_id, a.id", params).to_arrow_table())
 
     def _walk_ids(self, seeds: Sequence[str], down: bool, max_depth: int = 64) -> dict[str, int]:
         """Breadth-first over the edges (index lookups, one query per level): every id reached from
@@ -557,11 +743,10 @@ class Lineage:
         """The artifact rows with these ids (params and info parsed), by id."""
         if not ids:
             return {}
-        rows = self.query("SELECT * FROM artifact WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
-        for r in rows:
-            r["params"] = json.loads(r["params"]) if r["params"] else {}
-            r["info"] = json.loads(r["info"]) if r["info"] else {}
-        return {r["id"]: r for r in rows}
+        with self.connect() as con:
+            table = con.execute(f"SELECT {_ARTIFACT_SELECT} FROM artifact a WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                                [list(ids)]).to_arrow_table()
+        return {r["id"]: r for r in _artifact_rows(table)}
 
     def ancestors_of_kind(self, ids: Sequence[str], kind: str) -> dict[str, list[dict]]:
         """For each artifact id: the artifacts of `kind` it was (transitively) made from (itself
@@ -619,13 +804,14 @@ class Lineage:
     def seeds(self, ref: str) -> list[str]:
         """The artifact ids a user's reference names: an artifact id, a clip id (its source file and
         clip), or an id prefix of 6+ characters."""
-        rows = self.query("SELECT id FROM artifact WHERE id = ?", [ref])
-        if not rows:
-            rows = self.query("SELECT id FROM artifact WHERE clip_id = ? AND kind IN ('source_file', 'source_clip')",
-                              [ref])
-        if not rows and len(ref) >= 6:
-            rows = self.query("SELECT id FROM artifact WHERE starts_with(id, ?)", [ref])
-        return [r["id"] for r in rows]
+        rows = self.query("SELECT id, 0 AS rank FROM artifact WHERE id = ? UNION ALL SELECT id, 1 FROM artifact "
+                          "WHERE clip_id = ? AND kind IN ('source_file', 'source_clip')", [ref, ref])
+        if rows:
+            first = min(r["rank"] for r in rows)
+            return [r["id"] for r in rows if r["rank"] == first]
+        if len(ref) >= 6:
+            return [r["id"] for r in self.query("SELECT id FROM artifact WHERE starts_with(id, ?)", [ref])]
+        return []
 
     def derived_from(self, ref: str) -> list[dict]:
         """Every artifact derived (transitively) from a clip id or artifact id, nearest first."""
