@@ -362,7 +362,7 @@ class _ReadConnections:
     """The process's read connections, one per lineage file, kept `READ_KEEPALIVE_S` after their last
     use. A writer announces itself with a marker file (`<db>.writer`) before it waits for the lock;
     an idle reader then closes within `_TICK` and new reads open and close their own connection, as
-    they do while the marker stays. Forked children forget the parent's connections."""
+    they do while the marker stays. Idle connections are closed before the process forks."""
 
     _TICK = 0.05
 
@@ -370,7 +370,8 @@ class _ReadConnections:
         self._readers: dict[Path, _Reader] = {}
         self._mutex = threading.Lock()
         self._reaper: threading.Thread | None = None
-        os.register_at_fork(after_in_child=self._forget)
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork_in_parent,
+                            after_in_child=self._after_fork_in_child)
 
     @contextlib.contextmanager
     def cursor(self, db_path: Path, lock_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -441,16 +442,19 @@ class _ReadConnections:
             for path in list(self._readers):
                 self._retire(path)
 
-    def _forget(self) -> None:
-        """In a forked child: close the inherited connections (DuckDB allows one configuration per
-        file and process) and the child's copies of the lock files, without unlocking: the lock
-        is the parent's, which unlocks it when it closes its own connection."""
-        self._mutex = threading.Lock()
-        for reader in self._readers.values():
-            with contextlib.suppress(duckdb.Error):
-                reader.con.close()
-            reader.lock.close()
-        self._readers, self._reaper = {}, None
+    def _before_fork(self) -> None:
+        """Close idle connections before the process forks: DuckDB cannot be used, nor even closed,
+        in a forked child. One in use stays with the parent; the child only forgets it."""
+        self._mutex.acquire()
+        for path in [p for p, reader in self._readers.items() if reader.users == 0]:
+            self._retire(path)
+
+    def _after_fork_in_parent(self) -> None:
+        self._mutex.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._inherited = list(self._readers.values())  # never closed here: the parent owns them
+        self._readers, self._reaper, self._mutex = {}, None, threading.Lock()
 
 
 def _writer_marker(db_path: Path) -> Path:
@@ -655,7 +659,7 @@ class Lineage:
             with _READERS.cursor(self.db_path, self.lock_path) as cur:
                 yield cur
             return
-        _READERS.release(self.db_path)  # DuckDB opens a file once per process, with one configuration
+        self.release()  # DuckDB opens a file once per process, with one configuration
         with self._locked(exclusive=False):
             con = _connect(self.db_path, read_only=True, config=CONSOLE_CONFIG)
             try:
