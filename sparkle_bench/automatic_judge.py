@@ -86,7 +86,7 @@ def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: n
     n = min(len(source), len(output), len(backdrop) if backdrop is not None else len(source))
     if n < 2:
         raise ValueError("an edit needs at least two frames to judge")
-    source, output = list(source[:n]), list(output[:n])
+    source, output = source[:n], output[:n]
     if output[0].shape != source[0].shape:
         output = [cv2.resize(f, source[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in output]
         flows = None

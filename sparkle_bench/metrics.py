@@ -7,7 +7,7 @@ are reported as missing (None) otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -242,7 +242,7 @@ def resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                      for m in masks])
 
 
-def pair_metrics(source: list[np.ndarray], edited: list[np.ndarray], masks: np.ndarray, fps: float,
+def pair_metrics(source: Sequence[np.ndarray], edited: Sequence[np.ndarray], masks: np.ndarray, fps: float,
                  motion_cues: list[str], instruction: str = "", models: IqaModels | None = None,
                  flows: tuple[VideoFlow, VideoFlow] | None = None) -> dict[str, float | None]:
     """Every `PAIR_METRICS` entry for one source / edited pair (RGB uint8 frames, masks (T, H, W) bool

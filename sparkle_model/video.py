@@ -184,7 +184,8 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np
 
 class FramesAt(Sequence):
     """A decoded video's length and only its frames at chosen indices (`frames_at`): what a reader
-    that looks at a few frames needs, without holding the whole video."""
+    that looks at a few frames needs, without holding the whole video. A slice is a FramesAt of
+    the frames it covers; reading (or iterating over) a frame that was not kept raises IndexError."""
 
     def __init__(self, length: int, frames: dict[int, np.ndarray]):
         self.length, self.frames = length, frames
@@ -193,9 +194,16 @@ class FramesAt(Sequence):
         return self.length
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            span = range(*i.indices(self.length))
+            return FramesAt(len(span), {j: self.frames[k] for j, k in enumerate(span) if k in self.frames})
         if i not in self.frames:
             raise IndexError(f"frame {i} was not kept (kept: {sorted(self.frames)})")
         return self.frames[i]
+
+    def __iter__(self):
+        for i in range(self.length):
+            yield self[i]
 
 
 def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> FramesAt:
