@@ -34,7 +34,7 @@ from sparkle_model.grounding import RecordedGrounder
 from sparkle_model.guidance import guidance_frames
 from sparkle_model.instructions import InstructionPlan, MAX_CHARS, MIN_CHARS, describe_original, write_instruction
 from sparkle_model.masks import load_mask_npz, overlay, save_mask_npz, temporal_iou
-from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions
+from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions, median_step
 from sparkle_model.taxonomy import Scene
 from sparkle_model.video import (FramesAt, frames_at, iter_frames, probe, read_frames, read_png, read_video,
                                  sample_frames, write_png, write_video)
@@ -134,8 +134,12 @@ FRAME0 = Companion("source_frame0", "png", CLEAN_VERSION, main_role=None, roles=
 
 
 def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
-    frames = read_video(inputs["clip"])
+    """Per-clip function: the clean background and frame 0, as PNGs. Only the frames the median
+    samples are kept (the mask, made from the same decoded clip, has its length)."""
     mask = load_mask_npz(inputs["mask"])
+    frames = frames_at(inputs["clip"], range(0, len(mask), median_step(len(mask))))
+    if len(frames) != len(mask):  # not the mask's clip length: the samples of its own length
+        frames = frames_at(inputs["clip"], range(0, len(frames), median_step(len(frames))))
     plate = clean_background(frames, mask)
     write_png(out, plate)
     write_png(extra[FRAME0.kind], frames[0])
