@@ -22,6 +22,13 @@ WORK_SIDE = 480  # px on the long edge for every flow metric
 SOURCE_CACHE = 1  # source clips whose flows a process keeps
 
 
+def magnitude(flow: np.ndarray) -> np.ndarray:
+    """(H, W) per-pixel length of an (H, W, 2) flow: the same float32 values as
+    `np.linalg.norm(flow, axis=2)` (which reduces over the 2-long axis, ~15x slower)."""
+    dx, dy = flow[..., 0], flow[..., 1]
+    return np.sqrt(dx * dx + dy * dy)
+
+
 def small_frames(frames: Iterable[np.ndarray], side: int = WORK_SIDE) -> list[np.ndarray]:
     """The frames (a sequence or a stream) at most `side` px on the long edge, even sizes (INTER_AREA)."""
     out, size = [], None
