@@ -81,7 +81,7 @@ def test_sampled_frames_for_a_model_from_a_path_or_bytes(tmp_path):
 
 
 def test_picked_frames_are_the_only_ones_converted(tmp_path, monkeypatch):
-    import sparkle_model.video as video
+    from sparkle_model import video
 
     path = make_clip(tmp_path / "a.mp4", frames=9, size=(64, 48))
     every = read_video(path)

@@ -326,7 +326,10 @@ def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dic
     automatic judgment. Only frame 0 and the scored frames are held at full size; the flow
     metrics read each video's `VideoFlow` (small copies of every frame), built while decoding."""
     record = json.loads(inputs["instruction"].read_text())
-    scored = lambda n: {0, *metric_frames(n)} if n >= 2 else {0}  # noqa: E731
+
+    def scored(n: int) -> set[int]:  # frame 0 (sizes) and the frames the image metrics score
+        return {0, *metric_frames(n)} if n >= 2 else {0}
+
     wanted = scored(min(probe(inputs["clip"]).frames, probe(inputs["video"]).frames))  # as declared
     # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
     # kept in this process for the next theme (its store path names its content)
