@@ -34,7 +34,7 @@ import numpy as np
 from sparkle_model.edit_scores import (FULL_FOLLOW, background_changed_share, detail_kept, subject_opacity,
                                        subject_regions, tone_follow)
 
-from .flow import VideoFlow
+from .flow import VideoFlow, magnitude
 from .metrics import IqaModels, clip_score, resize_masks, sample_indices
 from .prompts import MOTION_TARGETS, motion_intensity
 from .rubric import DIMENSIONS, cap
@@ -86,7 +86,7 @@ def measure(source: Sequence[np.ndarray], output: Sequence[np.ndarray], masks: n
     n = min(len(source), len(output), len(backdrop) if backdrop is not None else len(source))
     if n < 2:
         raise ValueError("an edit needs at least two frames to judge")
-    source, output = list(source[:n]), list(output[:n])
+    source, output = source[:n], output[:n]
     if output[0].shape != source[0].shape:
         output = [cv2.resize(f, source[0].shape[1::-1], interpolation=cv2.INTER_AREA) for f in output]
         flows = None
@@ -142,8 +142,8 @@ def _motion_signals(flows: tuple[VideoFlow, VideoFlow], n: int, masks: np.ndarra
         away = ~(bands[min(t - 1, len(bands) - 1)] | bands[min(t, len(bands) - 1)])
         fs, fo = src.forward(t), out.forward(t)
         if inner.any():
-            epe.append(float(np.linalg.norm(fs - fo, axis=2)[inner].mean()))
-            own.append(float(np.linalg.norm(fs, axis=2)[inner].mean()))
+            epe.append(float(magnitude(fs - fo)[inner].mean()))
+            own.append(float(magnitude(fs)[inner].mean()))
             err = []
             for frames, flow in ((ss, fs), (so, fo)):
                 warped = cv2.remap(frames[t], grid + flow, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -154,7 +154,7 @@ def _motion_signals(flows: tuple[VideoFlow, VideoFlow], n: int, masks: np.ndarra
                 store.append(abs(float(go[t][region].mean()) - float(go[t - 1][region].mean()))
                              - abs(float(gs[t][region].mean()) - float(gs[t - 1][region].mean())))
         if away.any():  # sub-pixel flow below FLOW_NOISE is the flow estimator's noise, not motion
-            flow = np.linalg.norm(fo, axis=2)
+            flow = magnitude(fo)
             mag = float(np.where(flow >= FLOW_NOISE, flow, 0.0)[away].mean())
             bg_motion.append(mag)
             still.append(mag < STILL_FLOW)

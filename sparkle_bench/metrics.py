@@ -7,7 +7,7 @@ are reported as missing (None) otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -17,7 +17,7 @@ from sparkle_model.camera_motion import WORK_WIDTH, work_gray
 from sparkle_model.edit_scores import local_stats, structure_similarity
 from sparkle_model.model_cache import cached
 
-from .flow import VideoFlow
+from .flow import VideoFlow, magnitude
 
 NIQE_MIN_SIDE = 96  # NIQE's block statistics need frames at least this large
 CUE_MOTION_FLOOR = 0.05  # % diag/s: the least background motion an instruction with motion cues asks for
@@ -42,7 +42,7 @@ def background_motion(frames: Iterable[np.ndarray], fps: float, masks: np.ndarra
             keep = cv2.dilate(m, np.ones((7, 7), np.uint8)) == 0
         if prev is not None:
             flow = engine.calc(prev, gray, None)
-            mag = np.linalg.norm(flow, axis=2)
+            mag = magnitude(flow)
             region = keep if keep is not None and keep.any() else np.ones_like(mag, bool)
             energies.append(float(mag[region].mean()))
             still.append(bool(np.abs(gray.astype(np.int16) - prev.astype(np.int16))[region].max() < 2))
@@ -230,7 +230,7 @@ def foreground_motion_error(source: VideoFlow, edited: VideoFlow, masks: np.ndar
         m = interior(masks[min(t, len(masks) - 1)])
         if not m.any():
             continue
-        d = np.linalg.norm(source.forward(t) - edited.forward(t), axis=2)
+        d = magnitude(source.forward(t) - edited.forward(t))
         diffs.append(float(d[m].mean()))
     if not diffs:
         return float("nan")
@@ -242,7 +242,7 @@ def resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                      for m in masks])
 
 
-def pair_metrics(source: list[np.ndarray], edited: list[np.ndarray], masks: np.ndarray, fps: float,
+def pair_metrics(source: Sequence[np.ndarray], edited: Sequence[np.ndarray], masks: np.ndarray, fps: float,
                  motion_cues: list[str], instruction: str = "", models: IqaModels | None = None,
                  flows: tuple[VideoFlow, VideoFlow] | None = None) -> dict[str, float | None]:
     """Every `PAIR_METRICS` entry for one source / edited pair (RGB uint8 frames, masks (T, H, W) bool

@@ -77,12 +77,10 @@ class Animator:
     def _warp(self, img: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         return cv2.remap(img, self.xx + dx, self.yy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-    def frame(self, t: int) -> np.ndarray:
-        s = t / self.fps
-        img = self.plate
+    def _displaced(self, s: float, amp: float) -> np.ndarray:
+        """The plate with its water rippling and its foliage swaying at time `s` (a new array)."""
         dx = np.zeros((self.h, self.w), np.float32)
         dy = np.zeros_like(dx)
-        amp = self.h / 360
         if "water" in self.applied:
             wreg = self.regions["water"]
             ripple = np.sin(0.35 * self.yy / amp - 2.2 * s + self.phase) * np.sin(0.05 * self.xx / amp + 0.9 * s)
@@ -93,9 +91,14 @@ class Animator:
             dx += 1.2 * amp * self.regions["foliage"] * sway
             dy += 0.4 * amp * self.regions["foliage"] * _wobble(s, self.phase + 1.0, 1.1)
         if dx.any() or dy.any():
-            img = self._warp(img, dx, dy)
-        else:
-            img = img.copy()
+            return self._warp(self.plate, dx, dy)
+        return self.plate.copy()
+
+    def frame(self, t: int) -> np.ndarray:
+        s = t / self.fps
+        amp = self.h / 360
+        # this frame's own array (only water and foliage displace pixels): later layers add in place
+        img = self._displaced(s, amp) if {"water", "foliage"} & set(self.applied) else self.plate.copy()
         if "water" in self.applied:
             glint = np.clip(np.sin(0.6 * self.xx / amp + 3 * s + 2 * self.phase) * np.sin(0.8 * self.yy / amp - 2 * s), 0, 1) ** 12
             img += (60 * glint * self.regions["water"])[..., None]
@@ -118,7 +121,7 @@ class Animator:
                 flicker = 0.5 * _wobble(s, i * 1.7, 5.0 + (i % 5))
                 cv2.circle(layer, (int(x), int(y)), int(r * 2), float(flicker), -1)
             glow = cv2.GaussianBlur(layer, (0, 0), max(2, self.h / 100))
-            img = img + glow[..., None] * np.array([255, 200, 120], np.float32)
+            img += glow[..., None] * np.array([255, 200, 120], np.float32)
         if "traffic" in self.applied:
             for k, (x0, v) in enumerate(self.cars):
                 direction = 1 if k % 2 else -1
@@ -130,7 +133,8 @@ class Animator:
         for cue, (pos, scale, phase, size, vy, vx, colour) in self.particles.items():
             self._particles(img, cue, pos, scale, phase, size, vy, vx, colour, s)
         drift = 1 + 0.012 * _wobble(s, 0.3, 0.9)  # slow light drift: never a still image
-        return np.clip(img * drift, 0, 255).astype(np.uint8)
+        out = img * drift  # float64 (drift is a NumPy float64), clipped in place
+        return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
     def _particles(self, img, cue, pos, scale, phase, size, vy, vx, colour, s) -> None:
         h, w = self.h, self.w

@@ -33,8 +33,12 @@ def smoothed_mask(masks: np.ndarray, t: int) -> np.ndarray:
     mask for one frame gets a partial matte instead of popping."""
     n = len(masks)
     i = min(t, n - 1)
-    window = masks[max(0, i - 1): min(n, i + 2)].astype(np.float32)
-    return window.mean(axis=0)
+    window = masks[max(0, i - 1): min(n, i + 2)]
+    k = len(window)
+    # the float32 mean of k masks can only be c / k: each pixel's count looks up the value that
+    # `mean(axis=0)` gives a column holding c ones (the same arithmetic, on k + 1 pixels)
+    levels = (np.arange(k)[:, None] < np.arange(k + 1)[None, :]).astype(np.float32).mean(axis=0)
+    return levels[window.sum(axis=0, dtype=np.uint8)]
 
 
 def composite_video(source: Iterable[np.ndarray], background: Iterable[np.ndarray], masks: np.ndarray,

@@ -59,17 +59,24 @@ def harmonise(fg: np.ndarray, fg_stats, bg_stats, strength: float) -> np.ndarray
     if strength <= 0:
         return fg
     (fm, fs), (bm, bs) = fg_stats, bg_stats
-    lab = cv2.cvtColor(fg, cv2.COLOR_RGB2LAB).astype(np.float32)
     target_m = fm + strength * (bm - fm)
     target_s = fs * (1 + strength * (np.clip(bs / fs, 0.5, 1.5) - 1))
-    lab = (lab - fm) * (target_s / fs) + target_m
-    lab[..., 0] = np.clip(lab[..., 0], 0, 255)
-    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    # each channel's transfer applied to its 256 possible uint8 Lab values, then looked up per pixel:
+    # the same float32 arithmetic as on the whole image, done 256 times instead of once per pixel
+    levels = np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1)
+    lut = np.clip((levels - fm) * (target_s / fs) + target_m, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.LUT(cv2.cvtColor(fg, cv2.COLOR_RGB2LAB), lut[:, None, :]), cv2.COLOR_LAB2RGB)
 
 
 def composite(frame: np.ndarray, background: np.ndarray, matte: np.ndarray) -> np.ndarray:
+    """frame x matte + background x (1 - matte), rounded (float32, computed in place)."""
     a = matte[..., None]
-    return (frame.astype(np.float32) * a + background.astype(np.float32) * (1 - a)).round().astype(np.uint8)
+    out = frame.astype(np.float32)
+    out *= a
+    behind = background.astype(np.float32)
+    behind *= 1 - a
+    out += behind
+    return np.rint(out, out=out).astype(np.uint8)
 
 
 def feather_radius(shape: tuple[int, ...]) -> float:

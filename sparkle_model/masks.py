@@ -11,6 +11,7 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 
@@ -42,7 +43,8 @@ def temporal_iou(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, color=(255, 48, 48), alpha: float = 0.45) -> np.ndarray:
-    """The mask tinted over an RGB frame, for previews."""
-    out = frame.astype(np.float32)
-    out[mask] = out[mask] * (1 - alpha) + np.asarray(color, np.float32) * alpha
-    return out.astype(np.uint8)
+    """The mask tinted over an RGB frame (uint8), for previews: each channel's tint of its 256
+    values computed once in float32, then looked up where the mask is."""
+    tint = (np.arange(256, dtype=np.float32)[:, None] * (1 - alpha) + np.asarray(color, np.float32) * alpha)
+    tinted = cv2.LUT(frame, tint.astype(np.uint8)[:, None, :])
+    return np.where(mask[..., None], tinted, frame)

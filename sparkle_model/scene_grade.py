@@ -10,6 +10,8 @@ top edge), textured foliage-like areas, and light sources.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -18,13 +20,19 @@ from .scene_render import SceneRender, noise
 HIDDEN = np.uint16(65535)  # above any uint8 value: sorts after every visible sample
 
 
-def clean_background(frames: np.ndarray, mask: np.ndarray, max_samples: int = 24) -> np.ndarray:
+def median_step(frames: int, max_samples: int = 24) -> int:
+    """Every how many frames `clean_background` samples a video of `frames` frames."""
+    return max(1, frames // max_samples)
+
+
+def clean_background(frames: Sequence[np.ndarray], mask: np.ndarray, max_samples: int = 24) -> np.ndarray:
     """(H, W, 3) uint8: per pixel, the median over the frames where the (dilated) mask leaves it
     visible (the mean of the two middle values, rounded down, for an even count); pixels the
     foreground always covers are inpainted. A sort over uint16 with hidden samples pushed to the
-    end: the same values as a NaN-aware median, at a fraction of its time and memory."""
-    step = max(1, len(frames) // max_samples)
-    f, m = frames[::step], mask[: len(frames)][::step]
+    end: the same values as a NaN-aware median, at a fraction of its time and memory. Only every
+    `median_step`-th frame is read (`frames` may hold only those, e.g. a `video.FramesAt`)."""
+    step = median_step(len(frames), max_samples)
+    f, m = np.stack(frames[::step]), mask[: len(frames)][::step]
     kernel = np.ones((9, 9), np.uint8)
     hidden = np.stack([cv2.dilate(x.astype(np.uint8), kernel) > 0 for x in m])
     data = np.moveaxis(f, 0, -1).astype(np.uint16)  # (H, W, 3, N): each pixel's samples contiguous

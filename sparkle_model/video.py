@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,22 +128,36 @@ def decode_check(path: str | os.PathLike, max_frames: int, timeout: float | None
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     """Decode every frame as RGB uint8 (H, W, 3)."""
+    for _, frame in _decode(path):
+        yield frame
+
+
+def _decode(path: str | os.PathLike, wanted: Container[int] | None = None,
+            last: int | None = None) -> Iterator[tuple[int, np.ndarray | None]]:
+    """Decode frames in order: (index, RGB frame) for the indices in `wanted` (all when None) and
+    (index, None) for the others, which are decoded (later frames depend on them) but never
+    retrieved nor converted; stops after index `last`."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(f"cannot open {path}")
     try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        index = 0
+        while (last is None or index <= last) and cap.grab():
+            if wanted is None or index in wanted:
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    return
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            else:
+                yield index, None
+            index += 1
     finally:
         cap.release()
 
 
 def first_frame(path: str | os.PathLike) -> np.ndarray:
     """Frame 0 of a video (decodes only that frame)."""
-    for frame in iter_frames(path):
+    for _, frame in _decode(path, last=0):
         return frame
     raise VideoError(f"{Path(path).name} has no frames")
 
@@ -153,32 +167,25 @@ def sample_frames(path: str | os.PathLike, count: int) -> list[np.ndarray]:
     declared frame count has passed `probe`'s limits; it sizes nothing but the index list)."""
     declared = probe(path).frames
     wanted = sorted({int(i) for i in np.linspace(0, declared - 1, count).round()}) if declared > 0 else list(range(count))
-    out = []
-    for index, frame in enumerate(iter_frames(path)):
-        if index == wanted[len(out)]:
-            out.append(frame)
-            if len(out) == len(wanted):
-                break
+    out = list(read_frames(path, wanted).values())
     if not out:
         raise VideoError(f"no decodable frames in {path}")
     return out
 
 
 def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> dict[int, np.ndarray]:
-    """The frames at `indices` (one decoding pass, only those kept); indices past the end are absent."""
+    """The frames at `indices`, in index order (one decoding pass up to the last one asked for, only
+    those converted); indices past the end are absent."""
     wanted = set(indices)
-    out = {}
-    for i, frame in enumerate(iter_frames(path)):
-        if i in wanted:
-            out[i] = frame
-        if len(out) == len(wanted):
-            break
-    return out
+    if not wanted:
+        return {}
+    return {i: frame for i, frame in _decode(path, wanted, last=max(wanted)) if frame is not None}
 
 
 class FramesAt(Sequence):
     """A decoded video's length and only its frames at chosen indices (`frames_at`): what a reader
-    that looks at a few frames needs, without holding the whole video."""
+    that looks at a few frames needs, without holding the whole video. A slice is a FramesAt of
+    the frames it covers; reading (or iterating over) a frame that was not kept raises IndexError."""
 
     def __init__(self, length: int, frames: dict[int, np.ndarray]):
         self.length, self.frames = length, frames
@@ -187,20 +194,27 @@ class FramesAt(Sequence):
         return self.length
 
     def __getitem__(self, i):
+        if isinstance(i, slice):
+            span = range(*i.indices(self.length))
+            return FramesAt(len(span), {j: self.frames[k] for j, k in enumerate(span) if k in self.frames})
         if i not in self.frames:
             raise IndexError(f"frame {i} was not kept (kept: {sorted(self.frames)})")
         return self.frames[i]
 
+    def __iter__(self):
+        for i in range(self.length):
+            yield self[i]
+
 
 def frames_at(path: str | os.PathLike, indices: Iterable[int]) -> FramesAt:
-    """Every frame decoded (to count them), the ones at `indices` kept."""
-    wanted, kept, n = set(indices), {}, 0
-    for n, frame in enumerate(iter_frames(path), start=1):
-        if n - 1 in wanted:
-            kept[n - 1] = frame
-    if n == 0:
+    """Every frame decoded (to count them), only the ones at `indices` converted and kept."""
+    kept, last = {}, -1
+    for last, frame in _decode(path, set(indices)):
+        if frame is not None:
+            kept[last] = frame
+    if last < 0:
         raise VideoError(f"no decodable frames in {path}")
-    return FramesAt(n, kept)
+    return FramesAt(last + 1, kept)
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:

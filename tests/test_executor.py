@@ -127,3 +127,31 @@ def test_torch_runs_on_the_configured_threads(monkeypatch):
     monkeypatch.setenv("SPARKLE_TORCH_THREADS", "two")
     with pytest.raises(ConfigError, match="SPARKLE_TORCH_THREADS must be an integer"):
         default_resources()
+
+
+def test_a_model_build_keeps_nothing_of_the_clip_that_asked(monkeypatch):
+    """A library that keeps an import-time error (MediaPipe keeps sounddevice's) keeps its traceback:
+    built on a fresh stack, that traceback holds none of the clip's arrays."""
+    import weakref
+
+    from sparkle_model import model_cache
+
+    kept = []
+
+    def make():
+        try:
+            raise ImportError("an optional dependency")
+        except ImportError as exc:
+            kept.append(exc)
+        return "model"
+
+    class Frames:
+        pass
+
+    def per_clip():
+        frames = Frames()
+        assert model_cache.cached("fresh-stack", make) == "model"
+        return weakref.ref(frames)
+
+    monkeypatch.setattr(model_cache, "_MODELS", {})
+    assert per_clip()() is None and kept[0].__traceback__ is not None

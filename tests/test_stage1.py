@@ -143,8 +143,10 @@ def test_main_command_end_to_end(tmp_path, video_folder):
     assert any(edited.values()), first.stdout[-3000:]
     for theme, n in edited.items():
         assert (home / "contact_sheets" / theme / "edited_videos.png").is_file() == (n > 0), theme
+    sheets = {p: p.stat().st_mtime_ns for p in (home / "contact_sheets").rglob("*.png")}
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert second.returncode == 0
+    assert sheets and {p: p.stat().st_mtime_ns for p in sheets} == sheets  # a no-op re-run redraws no sheet
     assert "reused=" in second.stdout and "computed=0" in second.stdout
     assert not re.search(r"computed=[1-9]", second.stdout), second.stdout
     runs = subprocess.run([sys.executable, "-m", "dagster", "run", "list"], capture_output=True, text=True,

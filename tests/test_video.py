@@ -78,3 +78,19 @@ def test_sampled_frames_for_a_model_from_a_path_or_bytes(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(picked, from_bytes))
     with pytest.raises(VlmError, match="cannot read a video"):
         video_frames_for_model(b"not a video at all" * 10)
+
+
+def test_picked_frames_are_the_only_ones_converted(tmp_path, monkeypatch):
+    from sparkle_model import video
+
+    path = make_clip(tmp_path / "a.mp4", frames=9, size=(64, 48))
+    every = read_video(path)
+    converted = []
+    real = video.cv2.cvtColor
+    monkeypatch.setattr(video.cv2, "cvtColor", lambda *a: converted.append(1) or real(*a))
+    picked = video.read_frames(path, [6, 2, 40])
+    assert list(picked) == [2, 6] and all(np.array_equal(picked[i], every[i]) for i in picked)
+    assert len(converted) == 2
+    at = video.frames_at(path, [0, 8])
+    assert len(at) == 9 and np.array_equal(at[8], every[8]) and len(converted) == 4
+    assert np.array_equal(video.first_frame(path), every[0]) and len(converted) == 5

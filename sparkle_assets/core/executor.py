@@ -127,8 +127,21 @@ def thread_env(threads: int | None):
                 os.environ[k] = v
 
 
+def release_free_memory() -> None:
+    """Free what an item left behind: the error a native library printed (`PyErr_Print` keeps it in
+    `sys.last_traceback`, whose frames hold the item's arrays: MediaPipe's first import leaves one
+    holding a whole decoded clip), then hand the heap's free pages back to the system (glibc's
+    malloc_trim)."""
+    sys.last_type = sys.last_value = sys.last_traceback = None
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measured(fn: Callable[[T], R], item: T, threads: int | None = None) -> Outcome[R]:
-    """Call fn(item), catching its error, and measure what it cost (torch on `threads` threads)."""
+    """Call fn(item), catching its error, and measure what it cost (torch on `threads` threads);
+    what it freed goes back to the system."""
     set_torch_threads(threads)
     windowed = _reset_peak_rss()
     cuda = _gpu()
@@ -146,6 +159,7 @@ def measured(fn: Callable[[T], R], item: T, threads: int | None = None) -> Outco
                 device="cuda" if cuda is not None else "cpu",
                 gpu_s=round(wall, 4) if cuda is not None else None,
                 gpu_peak_mb=round(cuda.max_memory_allocated() / 2 ** 20, 1) if cuda is not None else None)
+    release_free_memory()
     return Outcome(value=value, error=error, detail=detail, cost=cost)
 
 

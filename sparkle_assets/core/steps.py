@@ -34,10 +34,10 @@ from sparkle_model.grounding import RecordedGrounder
 from sparkle_model.guidance import guidance_frames
 from sparkle_model.instructions import InstructionPlan, MAX_CHARS, MIN_CHARS, describe_original, write_instruction
 from sparkle_model.masks import load_mask_npz, overlay, save_mask_npz, temporal_iou
-from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions
+from sparkle_model.scene_grade import bright_spots, clean_background, estimate_regions, median_step
 from sparkle_model.taxonomy import Scene
-from sparkle_model.video import (frames_at, iter_frames, read_frames, read_png, read_video, sample_frames, write_png,
-                                 write_video)
+from sparkle_model.video import (FramesAt, frames_at, iter_frames, probe, read_frames, read_png, read_video,
+                                 sample_frames, write_png, write_video)
 from sparkle_model.vlm import VlmError, instruction_prompt, parse_json_reply
 
 from .clipstep import Companion
@@ -134,8 +134,12 @@ FRAME0 = Companion("source_frame0", "png", CLEAN_VERSION, main_role=None, roles=
 
 
 def compute_clean_background(out: Path, inputs: dict[str, Path], params: dict, extra: dict[str, Path]) -> dict:
-    frames = read_video(inputs["clip"])
+    """Per-clip function: the clean background and frame 0, as PNGs. Only the frames the median
+    samples are kept (the mask, made from the same decoded clip, has its length)."""
     mask = load_mask_npz(inputs["mask"])
+    frames = frames_at(inputs["clip"], range(0, len(mask), median_step(len(mask))))
+    if len(frames) != len(mask):  # not the mask's clip length: the samples of its own length
+        frames = frames_at(inputs["clip"], range(0, len(frames), median_step(len(frames))))
     plate = clean_background(frames, mask)
     write_png(out, plate)
     write_png(extra[FRAME0.kind], frames[0])
@@ -301,19 +305,48 @@ def compute_edited_video(out: Path, inputs: dict[str, Path], params: dict) -> di
 PAIR_SCORES_VERSION = "pair_scores-2"  # -2: the edit score sees ghosts and pasted patches; the automatic judgment
 
 
+def _scored(path: Path, wanted: set[int], flow_of=VideoFlow) -> tuple[FramesAt, VideoFlow]:
+    """One decoding pass of a video to score: its frames at `wanted` (full size) and its flow,
+    `flow_of(frames)` (a stream: only the flow's small copies are kept). When `flow_of` already
+    holds the flow, only the `wanted` frames are converted."""
+    kept: dict[int, np.ndarray] = {}
+
+    def stream():
+        for i, frame in enumerate(iter_frames(path)):
+            if i in wanted:
+                kept[i] = frame
+            yield frame
+
+    flow = flow_of(stream())
+    return (FramesAt(len(flow), kept) if kept else frames_at(path, wanted)), flow
+
+
 def compute_pair_scores(out: Path, inputs: dict[str, Path], params: dict) -> dict:
+    """Per-clip function: every pair metric, the edit score of the final-filter frames and the
+    automatic judgment. Only frame 0 and the scored frames are held at full size; the flow
+    metrics read each video's `VideoFlow` (small copies of every frame), built while decoding."""
     record = json.loads(inputs["instruction"].read_text())
-    source, edited = read_video(inputs["clip"]), read_video(inputs["video"])
+
+    def scored(n: int) -> set[int]:  # frame 0 (sizes) and the frames the image metrics score
+        return {0, *metric_frames(n)} if n >= 2 else {0}
+
+    wanted = scored(min(probe(inputs["clip"]).frames, probe(inputs["video"]).frames))  # as declared
+    # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
+    # kept in this process for the next theme (its store path names its content)
+    (source, src_flow), (edited, edit_flow) = (
+        _scored(inputs["clip"], wanted, lambda frames: source_flow(str(inputs["clip"]), frames)),
+        _scored(inputs["video"], wanted))
     n = min(len(source), len(edited))
+    if not scored(n) <= wanted:  # a container that miscounts its frames: the right ones, read again
+        wanted = scored(n)
+        source, edited = frames_at(inputs["clip"], wanted), frames_at(inputs["video"], wanted)
     backdrop = frames_at(inputs["background"], metric_frames(n))  # only the scored frames are read from it
     if len(backdrop) < n:  # shorter than the pair: the frames scored depend on its length
         backdrop = read_video(inputs["background"])
     masks = load_mask_npz(inputs["mask"])
     models = IqaModels(**params["models"])
-    # each video's flow computed once for the metrics and the judgment; the source's, theme-independent,
-    # kept in this process for the next theme (its store path names its content)
-    flows = (source_flow(str(inputs["clip"]), source), VideoFlow(edited))
-    metrics = pair_metrics(list(source), list(edited), masks, params["fps"], record["motion"], record["instruction"],
+    flows = (src_flow, edit_flow)
+    metrics = pair_metrics(source, edited, masks, params["fps"], record["motion"], record["instruction"],
                            models, flows)
     frames = []
     for i in metric_frames(n):

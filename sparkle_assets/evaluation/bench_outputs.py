@@ -178,6 +178,8 @@ def bench_outputs(context: dg.AssetExecutionContext, bench: BenchResource, edit_
                             if c["sample"] in arts else None))
         for sample in sheet:
             sheet[sample]["sample"] = sample
+            sheet[sample]["shows"] = [sheet[sample]["clip"]["id"]] + [
+                arts[sample].id if sample in arts else None for arts in outputs.values()]
         metadata.update(sheet_metadata(artifact_store.home, theme, "bench_outputs", sheet, columns, tile_width=200))
     output_ids = [a.id for arts in outputs.values() for a in arts.values()]
     return STAGE.finish(context, db, batch, output_ids=output_ids,

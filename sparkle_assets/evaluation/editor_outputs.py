@@ -186,8 +186,10 @@ def record(context, db: Lineage, store: ArtifactStore, home: Path, batch: Lineag
                 "folder": dg.MetadataValue.path(str(home / "editor_outputs"))}
     if published and samples:
         made = {name: {s["sample"]: store.path_of(art) for s, art in done} for name, done in published.items()}
+        ids = {name: {s["sample"]: art.id for s, art in done} for name, done in published.items()}
         clips = {s["sample"]: {"source": s["source"], "label": "", "outputs": {n: m.get(s["sample"]) for n, m in
-                                                                             made.items()}} for s in samples}
+                                                                             made.items()},
+                               "shows": [s["row"]] + [i.get(s["sample"]) for i in ids.values()]} for s in samples}
         first = lambda path: pick_frames(path, [0])[0] if path else None  # noqa: E731
         columns = [("source", lambda c: first(c["source"]))] + [
             (system_name(name), lambda c, name=name: first(c["outputs"][name])) for name in made]

@@ -45,7 +45,9 @@ def background_plates(context: dg.AssetExecutionContext, config: BackgroundPlate
     if report.artifacts:
         by_clip, frames0 = {c.clip_id: c for c in clips}, ROLES["frame0"].rows(db, theme)
         sheet = {cid: {"frame0": frames0.get(cid), "edited": by_clip[cid].parents["edited"], "plate": a,
-                       "label": a.info["chosen_keyword"]} for cid, a in report.artifacts.items()}
+                       "label": a.info["chosen_keyword"],
+                       "shows": [(frames0.get(cid) or {}).get("id"), by_clip[cid].parents["edited"]["id"], a.id]}
+                 for cid, a in report.artifacts.items()}
         metadata.update(sheet_metadata(artifact_store.home, theme, "background_plates", sheet, [
             ("source frame 0", lambda c: read_png(store.resolve(c["frame0"]["uri"])) if c["frame0"] else None),
             ("edited frame 0", lambda c: read_png(store.resolve(c["edited"]["uri"]))),

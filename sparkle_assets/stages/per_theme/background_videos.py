@@ -63,7 +63,8 @@ def background_videos(context: dg.AssetExecutionContext, config: BackgroundVideo
         for cid, art in report.artifacts.items():
             n = art.info["frames"]
             sheet[cid] = {"frame0": frames0.get(cid), "edited": edits.get(cid), "plate": by_clip[cid].parents["plate"],
-                          "video": art, "indices": [0, n // 2, n - 1], "label": art.info["chosen_keyword"]}
+                          "video": art, "indices": [0, n // 2, n - 1], "label": art.info["chosen_keyword"],
+                          "shows": [(frames0.get(cid) or {}).get("id"), (edits.get(cid) or {}).get("id"), art.id]}
 
         def frame(k):
             def get(c: dict):

@@ -50,7 +50,8 @@ def edited_first_frames(context: dg.AssetExecutionContext, config: EditedFirstFr
                 "failures": dg.MetadataValue.json(report.failures)}
     if report.artifacts:
         by_clip = {c.clip_id: c for c in clips}
-        sheet = {cid: {"frame0": by_clip[cid].by_products["frame0"], "edited": a, "label": a.info["chosen_keyword"]}
+        sheet = {cid: {"frame0": by_clip[cid].by_products["frame0"], "edited": a, "label": a.info["chosen_keyword"],
+                      "shows": [by_clip[cid].by_products["frame0"]["id"], a.id]}
                  for cid, a in report.artifacts.items()}
         metadata.update(sheet_metadata(artifact_store.home, theme, "edited_first_frames", sheet, [
             ("source frame 0", lambda c: read_png(store.resolve(c["frame0"]["uri"]))),

@@ -38,7 +38,8 @@ def edited_videos(context: dg.AssetExecutionContext, config: EditedVideosConfig,
         for cid, art in report.artifacts.items():
             n = art.info["frames"]
             sheet[cid] = {"clip": pairs[cid]["clip"], "guidance": pairs[cid]["guidance"], "video": art,
-                          "indices": [0, n // 2, n - 1], "label": art.info["chosen_keyword"]}
+                          "indices": [0, n // 2, n - 1], "label": art.info["chosen_keyword"],
+                          "shows": [pairs[cid]["clip"]["id"], pairs[cid]["guidance"]["id"], art.id]}
 
         def frames(c: dict) -> dict:
             if "picked" not in c:
