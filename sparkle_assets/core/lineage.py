@@ -503,7 +503,7 @@ class Lineage:
         marker = _writer_marker(self.db_path)
         with open(self.lock_path, "a+") as fh:
             if exclusive:
-                _READERS.release(self.db_path)
+                self.release()
                 marker.touch()
             try:
                 _flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, timeout, self.db_path)
