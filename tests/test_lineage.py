@@ -2,6 +2,7 @@
 the test's PostgreSQL server, Parquet files in a temporary folder)."""
 
 import itertools
+import json
 import multiprocessing
 
 import pytest
@@ -155,6 +156,51 @@ def test_curation_decision_with_and_without_filters(tmp_path):
     assert [r["reason"] for r in decide_pairs(lineage, ["p1", "p2"], {})] == [None, None]  # every filter off
     rows = decide_pairs(lineage, ["p1", "p2"], {"min_edit_score": ("edit_score", ">=", 8.0)})
     assert [r["reason"] for r in rows] == [None, "edit_score 7.000 (need >= 8.0)"]
+
+
+
+def test_rows_read_column_wise_are_the_rows_read_one_by_one(tmp_path):
+    """The column-wise reads (Arrow, a query's own filter values not fetched) give exactly the rows,
+    keys, order and Python types that reading row by row gives; the curation decision reads only
+    the filtered metrics and still says which is unmeasured."""
+    import duckdb
+
+    from sparkle_assets.core.judging import decide_pairs
+    from sparkle_assets.core.lineage import ARTIFACT_COLUMNS, _rows
+
+    lineage = Lineage(tmp_path / "l.duckdb")
+    lineage.write(LineageBatch(
+        [ArtifactRow(id="p2", kind="pair_score", asset_key="s", clip_id="c1", params={"k": [1, 2]}, info={"i": 1.5}),
+         ArtifactRow(id="p1", kind="pair_score", asset_key="s", clip_id="c1", status="dropped", reason="r"),
+         ArtifactRow(id="v1", kind="edited_video", asset_key="s", clip_id="c0")],
+        edges=[("p1", "v1", "video"), ("p2", "v1", "video")],
+        scores=[("p1", "edit_score", 9.0), ("p1", "flicker", None), ("p1", "niqe", 3.0), ("p2", "edit_score", 7.0),
+                ("p2", "flicker", 1.0)],
+        materialization={"run_id": "r1", "asset_key": "s", "partition": "", "code_version": "1",
+                         "data_version": "dv", "artifact_ids": ["p1", "p2", "v1"]}))
+    with duckdb.connect(str(tmp_path / "l.duckdb"), read_only=True) as con:
+        by_row = [dict(zip(ARTIFACT_COLUMNS, r)) for r in con.execute(
+            f"SELECT {', '.join(ARTIFACT_COLUMNS)} FROM artifact ORDER BY clip_id, id").fetchall()]
+        sql = ("SELECT 'a' AS s, NULL::VARCHAR AS n, 1.5::DOUBLE AS d, 'nan'::DOUBLE AS nan, true AS b, "
+               "2::BIGINT AS i, 3::INTEGER AS j, TIMESTAMPTZ '2026-01-02 03:04:05+00' AS t")
+        for query in (sql, sql.split(", TIMESTAMPTZ")[0]):  # with a timestamp: row by row; without: Arrow
+            got, want = _rows(con.execute(query)), con.execute(query).fetchall()
+            assert list(got[0]) == [d for d in ("s", "n", "d", "nan", "b", "i", "j", "t") if d in got[0]]
+            assert [type(v) for v in got[0].values()] == [type(v) for v in want[0]]
+            assert repr(list(got[0].values())) == repr(list(want[0]))
+    for row in by_row:
+        row["params"], row["info"] = json.loads(row["params"] or "{}"), json.loads(row["info"] or "{}")
+    for status, kind in [(None, None), ("ok", None), (None, "pair_score"), ("dropped", "pair_score")]:
+        got = lineage.current_artifacts("s", status=status, kind=kind)
+        assert got == [r for r in by_row if status in (None, r["status"]) and kind in (None, r["kind"])]
+        assert all(list(r) == list(ARTIFACT_COLUMNS) for r in got)
+    rows = decide_pairs(lineage, ["p1", "p2"], {"min_edit_score": ("edit_score", ">=", 8.0),
+                                                "max_flicker": ("flicker", "<=", 3.0)})
+    assert sorted((r["pair_score_id"], r["edited_video_id"], r["reason"]) for r in rows) == [
+        ("p1", "v1", "flicker not measured"), ("p2", "v1", "edit_score 7.000 (need >= 8.0)")]
+    assert "niqe" not in rows[0]
+    with pytest.raises(ValueError, match="not metric names"):
+        decide_pairs(lineage, ["p1"], {"x": ("edit_score; DROP TABLE score", ">=", 1.0)})
 
 
 def _write_one(path: str, aid: str) -> float:

@@ -42,7 +42,11 @@ def judge(batch: LineageBatch, *, kind: str | None, scores, reason) -> tuple[lis
 def decide_pairs(db, pair_score_ids: list[str], filters: dict[str, tuple[str, str, float]]) -> list[dict]:
     """The curation decision in one DuckDB query over `pair_metric`: `filters` maps a config field to
     (metric, comparison a pair must pass, threshold). One row per pair: ids, each filtered metric,
-    `pass_<field>` per filter and `reason` (every failed filter, NULL when kept)."""
+    `pass_<field>` per filter and `reason` (every failed filter, NULL when kept). Only the filtered
+    metrics' rows are read (a scored pair has a row, NULL when unmeasured, for every metric a filter
+    can name: `pair_scores` writes them all), not the 35 a pair has."""
+    if bad := [metric for metric, _, _ in filters.values() if not metric.isidentifier()]:
+        raise ValueError(f"not metric names: {bad}")
     pivot = ", ".join(f"max(value) FILTER (WHERE metric = '{metric}') AS {metric}" for metric, _, _ in filters.values())
     passes, reasons, params = [], [], []
     for field, (metric, op, value) in filters.items():
@@ -52,11 +56,13 @@ def decide_pairs(db, pair_score_ids: list[str], filters: dict[str, tuple[str, st
         params.append(value)
     for _, _, value in filters.values():
         params += [value, str(value)]
+    names = sorted({metric for metric, _, _ in filters.values()})
+    metrics = f" AND metric IN ({', '.join(repr(m) for m in names)})" if names else ""
     sql = f"""
         WITH wide AS (
             SELECT pair_score_id, any_value(clip_id) AS clip_id, any_value(edited_video_id) AS edited_video_id
                    {', ' + pivot if pivot else ''}
-            FROM pair_metric WHERE pair_score_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY pair_score_id
+            FROM pair_metric WHERE pair_score_id IN (SELECT unnest(?::VARCHAR[])){metrics} GROUP BY pair_score_id
         )
         SELECT *{', ' + ', '.join(passes) if passes else ''},
                {f"nullif(concat_ws('; ', {', '.join(reasons)}), '')" if reasons else 'NULL::VARCHAR'} AS reason

@@ -43,7 +43,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,15 +177,42 @@ class LineageQueryError(ValueError):
     """A console query DuckDB refused or could not run, or a question this backend cannot answer (one line)."""
 
 
+_ARROW_EXACT = {"VARCHAR", "DOUBLE", "BOOLEAN", "BIGINT", "INTEGER"}  # Arrow gives the same Python values
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while 100K+ row dicts are built: otherwise each
+    generation-0 threshold crossed triggers collections over everything allocated so far."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict]:
+    """A result's rows as dicts. Columns of plain types are fetched column-wise through Arrow
+    (about 2x faster than `fetchall` over 100K+ rows: a curation decision); others row by row."""
     names = [d[0] for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    with _gc_paused():
+        if all(str(d[1]) in _ARROW_EXACT for d in cur.description):
+            columns = [column.to_pylist() for column in cur.to_arrow_table().columns]
+            return [dict(zip(names, values)) for values in zip(*columns)]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
 _ARROW_TYPES = {"bytes": pa.int64(), "fresh": pa.bool_()}
 
 
 # artifact rows as Python dicts, fast enough for a 140K-row partition (what every step reads first)
-_ARTIFACT_SELECT = ", ".join("epoch_us(a.created_at) AS created_at" if c == "created_at" else f"a.{c}"
-                             for c in ARTIFACT_COLUMNS)
+def _artifact_select(pinned: Collection[str] = ()) -> str:
+    """The SELECT list of artifact columns for `_artifact_rows`, less the `pinned` ones (a query's
+    own equality filters: every row has the value, so it is not fetched 140K times)."""
+    return ", ".join("epoch_us(a.created_at) AS created_at" if c == "created_at" else f"a.{c}"
+                     for c in ARTIFACT_COLUMNS if c not in pinned)
 
 
 def _json_column(texts: list[str | None]) -> list:
@@ -198,22 +225,33 @@ def _json_column(texts: list[str | None]) -> list:
     return values
 
 
-def _artifact_rows(table: pa.Table) -> list[dict]:
-    """Artifact rows (selected with `_ARTIFACT_SELECT`) as dicts: params and info parsed, created_at
-    an aware UTC datetime. Column by column, with the cyclic garbage collector paused: building
-    100K+ dicts otherwise triggers full collections over everything allocated so far."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+def _row_maker(names: Sequence[str]) -> Callable[..., dict]:
+    """`make(*values) -> {name: value}` for these column names, as a dict display (about 1.5x
+    faster than `dict(zip(names, values))` over 100K+ rows). The names are `ARTIFACT_COLUMNS`,
+    identifiers of this module, never data."""
+    if not all(n in ARTIFACT_COLUMNS for n in names):
+        raise ValueError(f"not artifact columns: {sorted(set(names) - set(ARTIFACT_COLUMNS))}")
+    namespace: dict = {}
+    exec(f"def make({', '.join(names)}):\n    return {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n", namespace)
+    return namespace["make"]
+
+
+_ROW_MAKER = _row_maker(ARTIFACT_COLUMNS)
+
+
+def _artifact_rows(table: pa.Table, pinned: Mapping[str, object] | None = None) -> list[dict]:
+    """Artifact rows (selected with `_artifact_select(pinned)`) as dicts with every column of
+    `ARTIFACT_COLUMNS`, in that order: params and info parsed, created_at an aware UTC datetime,
+    each `pinned` column its one value. Column by column, with the garbage collector paused."""
+    pinned = pinned or {}
+    with _gc_paused():
+        n = table.num_rows
+        cols = {name: [pinned[name]] * n if name in pinned else table.column(name).to_pylist()
+                for name in ARTIFACT_COLUMNS}
         cols["params"], cols["info"] = _json_column(cols["params"]), _json_column(cols["info"])
         utc, from_ts = timezone.utc, datetime.fromtimestamp  # exact to the microsecond before year 2200
         cols["created_at"] = [None if us is None else from_ts(us / 1e6, utc) for us in cols["created_at"]]
-        names = list(cols)
-        return [dict(zip(names, values)) for values in zip(*cols.values())]
-    finally:
-        if was_enabled:
-            gc.enable()
+        return list(map(_ROW_MAKER, *cols.values()))
 
 
 def now_iso() -> str:
@@ -710,17 +748,13 @@ class Lineage:
     def current_artifacts(self, asset_key: str, partition: str = UNPARTITIONED,
                           status: str | None = "ok", kind: str | None = None) -> list[dict]:
         """The artifacts of an asset's latest materialization (optionally of one status / kind)."""
-        sql = (f"SELECT {_ARTIFACT_SELECT} FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
-               "WHERE c.asset_key = ? AND c.partition = ?")
-        params: list = [asset_key, partition]
-        if status is not None:
-            sql += " AND a.status = ?"
-            params.append(status)
-        if kind is not None:
-            sql += " AND a.kind = ?"
-            params.append(kind)
+        pinned = {column: value for column, value in (("status", status), ("kind", kind)) if value is not None}
+        sql = (f"SELECT {_artifact_select(pinned)} FROM current_artifact c JOIN artifact a ON a.id = c.artifact_id "
+               f"WHERE {' AND '.join(['c.asset_key = ?', 'c.partition = ?'] + [f'a.{c} = ?' for c in pinned])} "
+               "ORDER BY a.clip_id, a.id")
         with self.connect() as con:
-            return _artifact_rows(con.execute(sql + " ORDER BY a.clip_id, a.id", params).to_arrow_table())
+            table = con.execute(sql, [asset_key, partition, *pinned.values()]).to_arrow_table()
+        return _artifact_rows(table, pinned)
 
     def _walk_ids(self, seeds: Sequence[str], down: bool, max_depth: int = 64) -> dict[str, int]:
         """Breadth-first over the edges (index lookups, one query per level): every id reached from
@@ -745,7 +779,7 @@ class Lineage:
         if not ids:
             return {}
         with self.connect() as con:
-            table = con.execute(f"SELECT {_ARTIFACT_SELECT} FROM artifact a WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+            table = con.execute(f"SELECT {_artifact_select()} FROM artifact a WHERE id IN (SELECT unnest(?::VARCHAR[]))",
                                 [list(ids)]).to_arrow_table()
         return {r["id"]: r for r in _artifact_rows(table)}
 
