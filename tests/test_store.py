@@ -59,6 +59,18 @@ def test_paths_escaping_the_store_are_refused(tmp_path, uri):
         store.resolve(uri)
 
 
+
+def test_an_id_with_a_path_in_it_is_refused_after_its_shard_was_seen(tmp_path):
+    """The shard folder is resolved once per process; the id is still checked on every call (an id
+    such as `ab/../../x` once reached outside the store after a lookup of `ab...`)."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "outside.artifact.json").write_text('{"id": "ab/../../../../outside"}')
+    store = ArtifactStore(tmp_path / "store")
+    assert store.lookup("thing", "ab0000") is None
+    for aid in ("ab/../../../../outside", "ab/x", "ab\x00"):
+        with pytest.raises(StoreError, match="invalid artifact"):
+            store.lookup("thing", aid)
+
 def test_symlink_escape_is_refused(tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "link").symlink_to(tmp_path)

@@ -157,7 +157,7 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
-        self._dirs: dict[tuple[str, str], Path] = {}  # (kind, shard) -> its resolved folder, checked once
+        self._dirs: dict[tuple[str, str], str] = {}  # (kind, shard) -> its resolved folder, checked once
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
@@ -174,22 +174,24 @@ class ArtifactStore:
             raise StoreError(f"invalid artifact kind/id {kind!r}/{aid!r}")
         return f"{kind}/{aid[:2]}/{aid}"
 
-    def _sidecar(self, kind: str, aid: str) -> Path:
-        return self._dir(kind, aid) / f"{aid}.artifact.json"  # never a payload name
+    def _sidecar(self, kind: str, aid: str) -> str:
+        return f"{self._dir(kind, aid)}/{aid}.artifact.json"  # never a payload name
 
-    def _dir(self, kind: str, aid: str) -> Path:
-        """The folder of an artifact, resolved and checked inside the root once per process."""
-        key = (kind, aid[:2])
-        if key not in self._dirs:
-            self._dirs[key] = self.resolve(self._base(kind, aid)).parent
-        return self._dirs[key]
+    def _dir(self, kind: str, aid: str) -> str:
+        """The folder of an artifact (a str: lookups are hot). The kind and id are checked on every
+        call; the folder is resolved and checked inside the root once per shard and process."""
+        base = self._base(kind, aid)
+        folder = self._dirs.get((kind, aid[:2]))
+        if folder is None:
+            folder = self._dirs[(kind, aid[:2])] = str(self.resolve(base).parent)
+        return folder
 
-    def _payload(self, art: StoredArtifact) -> Path:
+    def _payload(self, art: StoredArtifact) -> str:
         """The payload path of a sidecar's artifact: it must be `<kind>/<id[:2]>/<id>.<ext>`."""
         name = art.uri.rsplit("/", 1)[-1]
         if art.uri != f"{self._base(art.kind, art.id).rsplit('/', 1)[0]}/{name}" or not name.startswith(f"{art.id}."):
             raise StoreError(f"artifact {art.id} names a payload {art.uri!r} outside its own place")
-        return self._dir(art.kind, art.id) / name
+        return f"{self._dir(art.kind, art.id)}/{name}"
 
     # -- lookup ------------------------------------------------------------------------------
     def lookup(self, kind: str, aid: str, full: bool = False) -> StoredArtifact | None:
@@ -197,7 +199,8 @@ class ArtifactStore:
         (no payload byte read), size and sha256 when `full` or when the stamp does not match."""
         sidecar = self._sidecar(kind, aid)
         try:
-            meta = json.loads(sidecar.read_text())
+            with open(sidecar, "rb") as f:
+                meta = json.loads(f.read())
             art = StoredArtifact(**meta)
         except (OSError, ValueError, TypeError):
             return None
@@ -218,7 +221,7 @@ class ArtifactStore:
             return None
         if art.stamp != stamp_of(st):  # verified in full: stamp it, so the next lookup reads nothing
             art = StoredArtifact(**{**art.to_json(), "stamp": stamp_of(st)})
-            atomic_write_bytes(sidecar, canonical_json(art.to_json()).encode())
+            atomic_write_bytes(Path(sidecar), canonical_json(art.to_json()).encode())
         return art
 
     @staticmethod
@@ -281,5 +284,5 @@ class ArtifactStore:
         art = StoredArtifact(id=aid, kind=kind, uri=uri, bytes=size, content_hash=digest,
                              code_version=code_version, params=dict(params), inputs=dict(inputs),
                              info=dict(info or {}), stamp=stamp)
-        atomic_write_bytes(self._sidecar(kind, aid), canonical_json(art.to_json()).encode())
+        atomic_write_bytes(Path(self._sidecar(kind, aid)), canonical_json(art.to_json()).encode())
         return art
