@@ -225,18 +225,16 @@ def _json_column(texts: list[str | None]) -> list:
     return values
 
 
-def _row_maker(names: Sequence[str]) -> Callable[..., dict]:
-    """`make(*values) -> {name: value}` for these column names, as a dict display (about 1.5x
-    faster than `dict(zip(names, values))` over 100K+ rows). The names are `ARTIFACT_COLUMNS`,
-    identifiers of this module, never data."""
-    if not all(n in ARTIFACT_COLUMNS for n in names):
-        raise ValueError(f"not artifact columns: {sorted(set(names) - set(ARTIFACT_COLUMNS))}")
+def _row_maker() -> Callable[..., dict]:
+    """`make(*values) -> {column: value}` over `ARTIFACT_COLUMNS` (this module's identifiers, never
+    data), as a dict display: about 1.4x faster than `dict(zip(...))` over 100K+ rows."""
     namespace: dict = {}
-    exec(f"def make({', '.join(names)}):\n    return {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n", namespace)
+    exec(f"def make({', '.join(ARTIFACT_COLUMNS)}):\n"
+         f"    return {{{', '.join(f'{c!r}: {c}' for c in ARTIFACT_COLUMNS)}}}\n", namespace)
     return namespace["make"]
 
 
-_ROW_MAKER = _row_maker(ARTIFACT_COLUMNS)
+_ROW_MAKER = _row_maker()
 
 
 def _artifact_rows(table: pa.Table, pinned: Mapping[str, object] | None = None) -> list[dict]:
